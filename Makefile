@@ -1,0 +1,47 @@
+# kerasline: every target takes EXP=<experiment> (a name under experiments/) and SET="key=value ...".
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+EXP    ?= mnist_cnn
+SET    ?=
+PORT   ?= 6006
+KL     := $(BIN)/kerasline
+
+.PHONY: help setup train evaluate export tensorboard test bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  EXP=$(EXP)  SET=\"key=value ...\"  e.g. make train SET=\"training.epochs=3\""
+
+setup: $(VENV)/.installed  ## create .venv and install the pinned stack
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+train: setup  ## train EXP (resumes an unfinished run), test it, export it
+	$(KL) train $(EXP) $(SET)
+
+evaluate: setup  ## test-split metrics of EXP's latest finished run
+	$(KL) evaluate $(EXP) $(SET)
+
+export: setup  ## export EXP's latest finished run: SavedModel + ONNX, verified
+	$(KL) export $(EXP) $(SET)
+
+tensorboard: setup  ## serve runs/ on 127.0.0.1:$(PORT)
+	@echo "TensorBoard: http://127.0.0.1:$(PORT)/  (logdir runs/)"
+	$(BIN)/tensorboard --logdir runs --host 127.0.0.1 --port $(PORT)
+
+test: setup  ## the test suite (what CI runs)
+	$(BIN)/pytest
+
+bench: setup  ## benchmarks: prints a table, writes benchmarks/results.json
+	$(BIN)/python -m benchmarks.run
+
+lint: setup  ## ruff
+	$(BIN)/ruff check .
+
+clean:  ## remove runs, exports and caches (keeps .venv)
+	rm -rf runs exports .pytest_cache .ruff_cache

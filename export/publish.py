@@ -1,0 +1,80 @@
+"""Export a finished run into TF Serving's layout, `<dir>/<model_name>/<version>/`, atomically.
+
+A version is built in a hidden temporary directory beside the others (TF Serving ignores
+non-numeric names), verified, and only then renamed to the next free version number. A failed
+export leaves nothing behind, and an existing version is never touched.
+"""
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from export.signature import write_onnx, write_saved_model
+from export.verify import parity_report
+from kerasline.config import ExperimentConfig
+from kerasline.errors import UserError
+from models import build_model
+from pipelines.sources import load_splits
+
+
+class ParityError(UserError):
+    """An export whose outputs differ from the Keras model by more than the tolerance."""
+
+
+def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
+    model = float32_model(cfg, run_dir / "best.weights.h5")
+    root = Path(cfg.export.dir) / cfg.model_name
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        write_saved_model(model, str(staging))
+        write_onnx(model, str(staging / "model.onnx"))
+        report = parity_report(model, staging, {"image": sample_images(cfg)}, cfg.export.tolerance)
+        report["run_dir"] = str(run_dir)
+        (staging / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
+        if not report["passed"]:
+            raise ParityError(
+                f"export of {run_dir} failed parity: max abs diff {report['max_abs_diff']} > {cfg.export.tolerance}"
+            )
+        return _publish(staging, root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def float32_model(cfg: ExperimentConfig, weights: Path) -> keras.Model:
+    """The trained model rebuilt in float32, whatever precision it was trained in."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        model = build_model(cfg)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model.load_weights(weights)
+    return model
+
+
+def sample_images(cfg: ExperimentConfig) -> np.ndarray:
+    """Real raw inputs for the parity check, uint8: held-out images, test split first, then validation."""
+    splits = load_splits(cfg.data, cfg.seed)
+    held_out = splits.test.concatenate(splits.validation).take(cfg.export.parity_samples)
+    return np.stack([image for image, _ in held_out.as_numpy_iterator()])
+
+
+def _publish(staging: Path, root: Path) -> Path:
+    """Rename into the next free integer version. rename(2) of a directory onto an existing non-empty
+    one fails, so a concurrent export that took the number first pushes this one to the next."""
+    while True:
+        version = 1 + max((int(p.name) for p in root.iterdir() if p.name.isdigit()), default=0)
+        target = root / str(version)
+        try:
+            os.rename(staging, target)
+            return target
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise

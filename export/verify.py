@@ -1,0 +1,54 @@
+"""Parity: the same inputs through the Keras model, the reloaded SavedModel (fresh process) and ONNX Runtime."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from export.signature import serving_function
+
+
+def parity_report(model: keras.Model, version_dir: Path, inputs: dict[str, np.ndarray], tolerance: float) -> dict:
+    """Max abs difference per output of each export against Keras; `passed` is the verdict."""
+    reference = {k: v.numpy() for k, v in serving_function(model)(**inputs).items()}
+    paths = {
+        "saved_model": _run_saved_model_in_fresh_process(version_dir, inputs),
+        "onnx": _run_onnx(version_dir / "model.onnx", inputs),
+    }
+    report = {"samples": len(next(iter(inputs.values()))), "tolerance": tolerance, "max_abs_diff": {}}
+    for path, outputs in paths.items():
+        report["max_abs_diff"][path] = {
+            name: float(np.max(np.abs(outputs[name].astype(np.float64) - ref.astype(np.float64))))
+            for name, ref in reference.items()
+        }
+    report["passed"] = all(d <= tolerance for diffs in report["max_abs_diff"].values() for d in diffs.values())
+    return report
+
+
+def _run_saved_model_in_fresh_process(saved_model: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(f"{tmp}/in.npz", **inputs)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "export.reload", str(saved_model.resolve()), f"{tmp}/in.npz", f"{tmp}/out.npz"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        if proc.returncode:
+            raise RuntimeError(f"reloading {saved_model} failed:\n{proc.stderr[-2000:]}")
+        with np.load(f"{tmp}/out.npz", allow_pickle=False) as out:
+            return {name: out[name] for name in out.files}
+
+
+def _run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, inputs), strict=True))

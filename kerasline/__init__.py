@@ -1,0 +1,1 @@
+"""kerasline: experiment file → tf.data → Keras 3 → SavedModel + ONNX."""

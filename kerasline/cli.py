@@ -1,0 +1,122 @@
+"""`kerasline`: train, evaluate, export and print experiments. User errors: one line, exit code 2."""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from kerasline.config import ExperimentConfig, load_experiment, to_toml
+from kerasline.errors import UserError
+
+DEFAULT_EXPERIMENT = "mnist_cnn"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_experiment(args.experiment, args.overrides)
+        if args.command is not cmd_config:
+            _import_tensorflow_quietly()
+        args.command(cfg, args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _import_tensorflow_quietly() -> None:
+    """TF's native start-up lines (oneDNN notice, CUDA probing) are written before its logging is set
+    up and ignore TF_CPP_MIN_LOG_LEVEL, burying our one-line errors. TF_CPP_MIN_LOG_LEVEL=0 shows them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0":
+        import tensorflow  # noqa: F401
+
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def cmd_config(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    print(to_toml(cfg), end="")
+
+
+def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from export import export_run
+    from training.fit import train
+
+    result = train(cfg)
+    print(f"run:         {result.run_dir}{' (resumed)' if result.resumed else ''}")
+    print(f"replicas:    {result.replicas}")
+    print(f"logs:        {result.run_dir / 'logs'}  (make tensorboard)")
+    print(f"test:        {_metrics_line(result.metrics)}  ({result.run_dir / 'metrics.json'})")
+    _report_export(export_run(cfg, result.run_dir))
+
+
+def cmd_evaluate(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from training.fit import evaluate
+
+    run_dir = _run_dir(cfg, args)
+    print(f"{run_dir}  test: {_metrics_line(evaluate(cfg, run_dir))}")
+
+
+def cmd_export(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from export import export_run
+
+    _report_export(export_run(cfg, _run_dir(cfg, args)))
+
+
+def _run_dir(cfg: ExperimentConfig, args: argparse.Namespace) -> Path:
+    from training.runs import latest_finished_run
+
+    if args.run is None:
+        return latest_finished_run(cfg)
+    if not (args.run / "best.weights.h5").is_file():
+        raise UserError(f"--run {args.run}: no best.weights.h5 there")
+    return args.run
+
+
+def _report_export(version_dir: Path) -> None:
+    report = json.loads((version_dir / "verification.json").read_text())
+    worst = max(d for diffs in report["max_abs_diff"].values() for d in diffs.values())
+    print(f"savedmodel:  {version_dir}  (TF Serving layout)")
+    print(f"onnx:        {version_dir / 'model.onnx'}")
+    print(
+        f"parity:      max abs diff {worst:.2e} over {report['samples']} inputs  ({version_dir / 'verification.json'})"
+    )
+
+
+def _metrics_line(metrics: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kerasline", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    for name, func, help_text in [
+        ("train", cmd_train, "train an experiment (resuming an unfinished run), test it and export it"),
+        ("evaluate", cmd_evaluate, "test-split metrics of the latest finished run"),
+        ("export", cmd_export, "export the latest finished run: SavedModel + ONNX, verified"),
+        ("config", cmd_config, "print the fully resolved config"),
+    ]:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "experiment", nargs="?", default=DEFAULT_EXPERIMENT, help="name under experiments/ or a .toml path"
+        )
+        sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.epochs=3")
+        if name in ("evaluate", "export"):
+            sub.add_argument("--run", type=Path, help="a run directory (default: the latest finished run)")
+        sub.set_defaults(command=func)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

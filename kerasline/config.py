@@ -1,0 +1,213 @@
+"""The experiment schema: every knob is declared once, with its default and its validation.
+
+An experiment file is TOML with the sections below. `load_experiment` reads it, applies dotted
+`key=value` overrides and validates the result; any mistake becomes one `ConfigError` line that
+names the key, with a "did you mean" where a close match exists.
+"""
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+from kerasline.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+SAFE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentConfig(Section):
+    """Training-split augmentation, applied per batch in the input pipeline. 0 turns a knob off."""
+
+    rotation: float = Field(0.0, ge=0, le=0.5, description="max angle, as a fraction of a full turn")
+    flip: Literal["none", "horizontal", "vertical", "both"] = "none"
+    translation: float = Field(0.0, ge=0, lt=1, description="max shift, as a fraction of the side")
+    zoom: float = Field(0.0, ge=0, lt=1, description="scale drawn from [1 - zoom, 1 + zoom]")
+    contrast: float = Field(0.0, ge=0, lt=1, description="factor drawn from [1 - c, 1 + c]")
+    brightness: float = Field(0.0, ge=0, le=1, description="max shift, as a fraction of 255")
+    noise_stddev: float = Field(0.0, ge=0, le=1, description="Gaussian noise, as a fraction of 255")
+    fill_mode: Literal["constant", "nearest", "reflect", "wrap"] = "constant"
+
+
+class DataConfig(Section):
+    source: Literal["samples", "tfds", "folder"] = "samples"
+    name: str = Field(
+        "mnist_8k",
+        description="samples: a file stem in data/ or a .npz path; tfds: a dataset name; "
+        "folder: a directory with one sub-folder per class",
+    )
+    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (28, 28, 1)
+    num_classes: int = Field(10, ge=2)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.125, gt=0, lt=0.5, description="samples and folder sources")
+    limit: PositiveInt | None = Field(None, description="use only the first N examples")
+    batch_size: PositiveInt = Field(128, description="global batch, split across replicas")
+    shuffle_buffer: PositiveInt = 10_000
+    augment: AugmentConfig = AugmentConfig()
+
+
+class CNNConfig(Section):
+    """A VGG-style stack: blocks of 3×3 convs, each block ending in 2×2 max-pooling."""
+
+    name: Literal["cnn"] = "cnn"
+    filters: tuple[PositiveInt, ...] = Field((32, 64), min_length=1)
+    convs_per_block: PositiveInt = 2
+    batch_norm: bool = True
+    dense_units: PositiveInt = 128
+    dropout: float = Field(0.3, ge=0, lt=1)
+    initializer: Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"] = "he_normal"
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+
+
+class OptimizerConfig(Section):
+    name: Literal["sgd", "rmsprop", "adagrad", "adam", "adamw"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0, le=10)
+    momentum: float = Field(0.0, ge=0, lt=1, description="sgd and rmsprop")
+    nesterov: bool = Field(False, description="sgd")
+    weight_decay: float | None = Field(None, ge=0, description="None: the optimizer's default")
+    clipnorm: float | None = Field(None, gt=0, description="clip gradients by global norm")
+
+
+class ScheduleConfig(Section):
+    name: Literal["constant", "step", "exponential", "cosine", "plateau"] = "constant"
+    decay_rate: float = Field(0.1, gt=0, lt=1, description="step, exponential and plateau")
+    decay_epochs: float = Field(10.0, gt=0, description="step and exponential")
+    warmup_epochs: float = Field(0.0, ge=0, description="cosine")
+    patience: PositiveInt = Field(2, description="plateau")
+
+
+class TrainingConfig(Section):
+    epochs: PositiveInt = 20
+    strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
+    mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    early_stopping_patience: PositiveInt | None = 5
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+
+
+class ExportConfig(Section):
+    dir: str = "exports"
+    model_name: str | None = Field(None, pattern=SAFE_NAME, description="default: the experiment name")
+    parity_samples: PositiveInt = 64
+    tolerance: float = Field(1e-5, gt=0, description="max abs difference across Keras, SavedModel, ONNX")
+
+
+class ExperimentConfig(Section):
+    name: str = Field(pattern=SAFE_NAME)
+    seed: int = Field(42, ge=0)
+    deterministic: bool = Field(False, description="seeded, order-preserving pipelines and op determinism")
+    runs_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    model: CNNConfig = CNNConfig()
+    training: TrainingConfig = TrainingConfig()
+    export: ExportConfig = ExportConfig()
+
+    @property
+    def model_name(self) -> str:
+        return self.export.model_name or self.name
+
+
+def experiment_path(exp: str) -> Path:
+    """`mnist_cnn` → experiments/mnist_cnn.toml; a path to a .toml file is taken as it is."""
+    if exp.endswith(".toml"):
+        return Path(exp)
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*", exp):
+        raise ConfigError(f"experiment {exp!r}: use a name under experiments/ or a path to a .toml file")
+    return EXPERIMENTS_DIR / f"{exp}.toml"
+
+
+def load_experiment(exp: str, overrides: list[str] = ()) -> ExperimentConfig:
+    path = experiment_path(exp)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such experiment file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    raw.setdefault("name", path.stem)
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, source=str(path))
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Set `a.b.c=value` in `raw`; the value is read as TOML, else taken as a string."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected key=value")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parents[: i + 1])}: is a value, not a section")
+    try:
+        node[leaf] = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        node[leaf] = text
+
+
+def validate(raw: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: {_describe(e.errors()[0])}") from None
+
+
+def to_toml(cfg: ExperimentConfig) -> str:
+    return tomli_w.dumps(cfg.model_dump(mode="json", exclude_none=True))
+
+
+def _describe(error: dict) -> str:
+    """One line for one pydantic error: the dotted key, what is wrong, and a close match."""
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc)
+    try:
+        if error["type"] == "extra_forbidden":
+            known = list(_field_at(ExperimentConfig, loc[:-1]).model_fields)
+            return f"{key}: unknown key{_did_you_mean(loc[-1], known)}"
+        if error["type"] == "literal_error":
+            allowed = [str(a) for a in typing.get_args(_annotation_at(loc))]
+            got = str(error["input"])
+            return f"{key}: {got!r} is not one of {', '.join(allowed)}{_did_you_mean(got, allowed)}"
+    except (KeyError, AttributeError):  # a location the schema walk cannot follow: no suggestion
+        pass
+    return f"{key}: {error['msg'].lower()} (got {error['input']!r})"
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _field_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel]:
+    for part in loc:
+        model = _strip_optional(model.model_fields[part].annotation)
+    return model
+
+
+def _annotation_at(loc: list[str]) -> Any:
+    parent = _field_at(ExperimentConfig, loc[:-1])
+    return _strip_optional(parent.model_fields[loc[-1]].annotation)
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return annotation

@@ -1,0 +1,110 @@
+"""Optimisers, schedules, strategies and callback helpers, from config."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasline.config import TrainingConfig
+from training.callbacks import best_so_far, image_grid, make_callbacks, render_confusion_matrix
+from training.optim import learning_rate, make_optimizer
+from training.strategy import make_strategy
+
+
+def training(**update) -> TrainingConfig:
+    raw = TrainingConfig().model_dump()
+    for key, value in update.items():
+        section, _, leaf = key.rpartition("__")
+        (raw[section] if section else raw)[leaf] = value
+    return TrainingConfig.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("sgd", keras.optimizers.SGD),
+        ("rmsprop", keras.optimizers.RMSprop),
+        ("adagrad", keras.optimizers.Adagrad),
+        ("adam", keras.optimizers.Adam),
+        ("adamw", keras.optimizers.AdamW),
+    ],
+)
+def test_every_optimizer(name, cls):
+    opt = make_optimizer(training(optimizer__name=name, optimizer__clipnorm=1.0), steps_per_epoch=10)
+    assert type(opt) is cls and opt.global_clipnorm == 1.0
+
+
+def test_sgd_momentum_nesterov_and_weight_decay():
+    opt = make_optimizer(
+        training(
+            optimizer__name="sgd", optimizer__momentum=0.9, optimizer__nesterov=True, optimizer__weight_decay=1e-4
+        ),
+        10,
+    )
+    assert opt.momentum == 0.9 and opt.nesterov and opt.weight_decay == 1e-4
+
+
+def lr_at(schedule, step: int) -> float:
+    return float(schedule(step))
+
+
+def test_step_schedule_drops_by_rate_every_decay_epochs():
+    sched = learning_rate(training(schedule__name="step", schedule__decay_epochs=2, schedule__decay_rate=0.5), 10)
+    assert [lr_at(sched, s) for s in (0, 19, 20, 40)] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
+
+
+def test_exponential_schedule_is_smooth():
+    sched = learning_rate(
+        training(schedule__name="exponential", schedule__decay_epochs=1, schedule__decay_rate=0.5), 10
+    )
+    assert lr_at(sched, 5) == pytest.approx(1e-3 * 0.5**0.5)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    sched = learning_rate(training(epochs=10, schedule__name="cosine", schedule__warmup_epochs=1), 10)
+    assert lr_at(sched, 0) == pytest.approx(0.0)
+    assert lr_at(sched, 5) == pytest.approx(5e-4)
+    assert lr_at(sched, 10) == pytest.approx(1e-3)
+    assert lr_at(sched, 100) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_plateau_schedule_is_a_callback(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.model_copy(update={"training": training(schedule__name="plateau", schedule__patience=3)})
+    assert learning_rate(cfg.training, 10) == 1e-3
+    ds = tf.data.Dataset.from_tensors((tf.zeros([1, 28, 28, 1]), tf.zeros([1], tf.int32)))
+    plateau = [c for c in make_callbacks(cfg, tmp_path, ds, ds) if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+    assert len(plateau) == 1 and plateau[0].patience == 3 and plateau[0].factor == 0.1
+
+
+def test_strategies():
+    assert make_strategy("auto").num_replicas_in_sync == 1
+    assert isinstance(make_strategy("one_device"), tf.distribute.OneDeviceStrategy)
+    assert isinstance(make_strategy("mirrored"), tf.distribute.MirroredStrategy)
+
+
+def test_auto_picks_tpu_when_one_is_configured(monkeypatch):
+    import training.strategy as strategy
+
+    monkeypatch.setenv("TPU_NAME", "grpc://10.0.0.2:8470")
+    monkeypatch.setattr(strategy, "_tpu_strategy", lambda tpu: f"tpu:{tpu}")
+    assert strategy.make_strategy("auto") == "tpu:grpc://10.0.0.2:8470"
+
+
+def test_best_so_far_reads_the_history(tmp_path):
+    history = tmp_path / "history.csv"
+    assert best_so_far(history, "val_loss") is None
+    history.write_text("epoch,val_accuracy,val_loss\n0,0.5,0.9\n1,0.7,0.4\n2,0.6,0.6\n")
+    assert best_so_far(history, "val_loss") == 0.4
+    assert best_so_far(history, "val_accuracy") == 0.7
+
+
+def test_image_grid_tiles_images_in_rows():
+    images = np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones([5, 2, 3, 1], np.float32)
+    grid = image_grid(images)
+    assert grid.shape == (4, 9, 1)  # 3 columns × 2 rows of 2×3 tiles
+    assert grid[0, 3, 0] == 1 and grid[2, 0, 0] == 3 and grid[3, 8, 0] == 0  # blank padding tile
+
+
+def test_confusion_matrix_renders_to_an_image():
+    image = render_confusion_matrix(np.eye(3, dtype=np.int64) * 5)
+    assert image.ndim == 3 and image.shape[2] == 4 and image.dtype == np.uint8

@@ -1,0 +1,1 @@
+"""Strategy, optimiser, callbacks, run directories, fit and resume."""

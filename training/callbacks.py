@@ -1,0 +1,120 @@
+"""Callbacks: TensorBoard (with image grids and a confusion matrix), checkpoints, resume, stopping."""
+
+import csv
+import io
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasline.config import ExperimentConfig
+
+
+def make_callbacks(cfg: ExperimentConfig, run_dir: Path, train: tf.data.Dataset, validation: tf.data.Dataset) -> list:
+    monitor = cfg.training.monitor
+    logs = run_dir / "logs"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "best.weights.h5"),
+            monitor=monitor,
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best_so_far(run_dir / "history.csv", monitor),
+        ),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        AugmentedImages(logs / "train", train),
+        ConfusionMatrix(logs / "validation", validation, cfg.data.num_classes),
+        keras.callbacks.TensorBoard(str(logs), histogram_freq=1),
+    ]
+    if cfg.training.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.training.early_stopping_patience))
+    if cfg.training.schedule.name == "plateau":
+        callbacks.insert(
+            0,
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=cfg.training.schedule.decay_rate, patience=cfg.training.schedule.patience
+            ),
+        )
+    return callbacks
+
+
+def best_so_far(history: Path, monitor: str) -> float | None:
+    """The best monitored value of the epochs already logged, so a resumed run keeps its best checkpoint."""
+    if not history.exists():
+        return None
+    with history.open() as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    if not values:
+        return None
+    return max(values) if monitor.endswith("accuracy") else min(values)
+
+
+class AugmentedImages(keras.callbacks.Callback):
+    """Writes a grid of the first augmented training batch at the start of training."""
+
+    def __init__(self, log_dir: Path, train: tf.data.Dataset, count: int = 16):
+        super().__init__()
+        self.log_dir, self.train, self.count = str(log_dir), train, count
+
+    def on_train_begin(self, logs=None):
+        images, _ = next(iter(self.train))
+        grid = image_grid(images[: self.count].numpy() / 255.0)
+        with tf.summary.create_file_writer(self.log_dir).as_default():
+            tf.summary.image("augmented_training_images", grid[None], step=0)
+
+
+class ConfusionMatrix(keras.callbacks.Callback):
+    """Writes the validation confusion matrix as an image after every epoch."""
+
+    def __init__(self, log_dir: Path, validation: tf.data.Dataset, num_classes: int):
+        super().__init__()
+        self.log_dir, self.validation, self.num_classes = str(log_dir), validation, num_classes
+
+    def on_epoch_end(self, epoch, logs=None):
+        labels = np.concatenate([y.numpy() for _, y in self.validation])
+        predicted = self.model.predict(self.validation, verbose=0).argmax(-1)
+        matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
+        np.add.at(matrix, (labels, predicted), 1)
+        with tf.summary.create_file_writer(self.log_dir).as_default():
+            tf.summary.image("confusion_matrix", render_confusion_matrix(matrix)[None], step=epoch)
+
+
+def image_grid(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) in [0, 1] → one (rows·H, cols·W, C) image, padded with blank tiles."""
+    n, h, w, c = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    tiles = np.zeros((rows * cols, h, w, c), images.dtype)
+    tiles[:n] = images
+    return tiles.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
+
+
+def render_confusion_matrix(matrix: np.ndarray) -> np.ndarray:
+    """A confusion matrix as an annotated heat map: (H, W, 4) uint8 RGBA."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(matrix)
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * n, 1 + 0.5 * n), dpi=80)
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if count > matrix.max() / 2 else "black",
+        )
+    ax.set(xlabel="predicted", ylabel="true", xticks=range(n), yticks=range(n))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return tf.io.decode_png(buf.getvalue()).numpy()

@@ -1,0 +1,64 @@
+"""Run directories: one per training run, resumed when the same experiment is rerun unfinished.
+
+runs/<experiment>/run-NNN/ holds config.toml (resolved), versions.json, logs/ (TensorBoard),
+backup/ (resume state), best.weights.h5 (chosen on validation), history.csv and metrics.json.
+"""
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from kerasline.config import PROJECT_ROOT, ExperimentConfig, to_toml
+from kerasline.errors import UserError
+
+PACKAGES = ["tensorflow", "keras", "tensorflow-datasets", "tensorboard", "tf2onnx", "onnx", "onnxruntime", "numpy"]
+
+
+def open_run(cfg: ExperimentConfig) -> tuple[Path, bool]:
+    """The unfinished run with this exact config if there is one (resumed), else a new run."""
+    root = Path(cfg.runs_dir) / cfg.name
+    runs = sorted(root.glob("run-[0-9][0-9][0-9]"))
+    resolved = to_toml(cfg)
+    if runs and not (runs[-1] / "metrics.json").exists() and _read(runs[-1] / "config.toml") == resolved:
+        return runs[-1], True
+    run_dir = root / f"run-{len(runs) + 1:03d}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(resolved)
+    (run_dir / "versions.json").write_text(json.dumps(_versions(), indent=2) + "\n")
+    return run_dir, False
+
+
+def latest_finished_run(cfg: ExperimentConfig) -> Path:
+    runs = sorted((Path(cfg.runs_dir) / cfg.name).glob("run-[0-9][0-9][0-9]/metrics.json"))
+    if not runs:
+        raise UserError(f"no finished run of {cfg.name!r} under {cfg.runs_dir}/; train it first")
+    return runs[-1].parent
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
+def _versions() -> dict:
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"python": platform.python_version(), "packages": packages, "git": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
