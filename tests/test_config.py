@@ -71,6 +71,15 @@ def test_every_shipped_experiment_validates():
         assert isinstance(load_experiment(str(path)), ExperimentConfig)
 
 
+def test_readme_experiment_example_validates():
+    from kerasline.config import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = validate({"name": "readme", **tomllib.loads(example)})
+    assert cfg.model.filters == (32, 64, 128) and cfg.training.optimizer.clipnorm == 1.0
+
+
 @pytest.mark.parametrize("exp", ["../../etc/passwd", "/abs/name", "a/../b"])
 def test_experiment_names_cannot_escape(exp):
     with pytest.raises(ConfigError):

@@ -23,6 +23,7 @@ def test_train_writes_a_complete_run(trained):
     assert versions["packages"]["tensorflow"].startswith("2.21") and versions["packages"]["keras"].startswith("3.15")
     assert "git" in versions
     assert (run / "history.csv").read_text().count("\n") == 1 + 2  # header + 2 epochs
+    assert not (run / "backup").exists()  # resume state goes once metrics.json marks the run finished
 
 
 def test_savedmodel_signature_is_named_raw_and_float32(trained):

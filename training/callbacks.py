@@ -15,7 +15,8 @@ def make_callbacks(cfg: ExperimentConfig, run_dir: Path, train: tf.data.Dataset,
     monitor = cfg.training.monitor
     logs = run_dir / "logs"
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        # Kept past fit(): train() removes it once metrics.json marks the run finished.
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True, delete_checkpoint=False),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "best.weights.h5"),

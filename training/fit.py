@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +60,14 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         callbacks=make_callbacks(cfg, run_dir, data.train, data.validation),
         verbose=2,
     )
-    if not math.isfinite(history.history["loss"][-1]):
+    if not all(math.isfinite(loss) for loss in history.history.get("loss", [])):
         raise UserError(
             f"training diverged (loss is NaN/Inf); the last good weights are in {run_dir / 'best.weights.h5'}"
         )
     model.load_weights(run_dir / "best.weights.h5")
-    metrics = {k: float(v) for k, v in model.evaluate(data.test, return_dict=True, verbose=0).items()}
+    metrics = _test_metrics(model, data.test)
     (run_dir / "metrics.json").write_text(json.dumps({"test": metrics}, indent=2) + "\n")
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return TrainResult(run_dir, resumed, strategy.num_replicas_in_sync, metrics)
 
 
@@ -76,4 +78,8 @@ def evaluate(cfg: ExperimentConfig, run_dir: Path) -> dict:
     with strategy.scope():
         model = compile_model(cfg, steps_per_epoch=1)
     model.load_weights(run_dir / "best.weights.h5")
-    return {k: float(v) for k, v in model.evaluate(data.test, return_dict=True, verbose=0).items()}
+    return _test_metrics(model, data.test)
+
+
+def _test_metrics(model: keras.Model, test: tf.data.Dataset) -> dict:
+    return {name: float(value) for name, value in model.evaluate(test, return_dict=True, verbose=0).items()}
