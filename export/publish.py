@@ -9,7 +9,6 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import keras
@@ -19,6 +18,7 @@ from export.signature import write_onnx, write_saved_model
 from export.verify import parity_report
 from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
+from kerasline.files import ensure_free_space, remove_stale_staging, staging_dir
 from models import build_model
 from pipelines.sources import load_splits
 
@@ -30,8 +30,10 @@ class ParityError(UserError):
 def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
     model = float32_model(cfg, run_dir / "best.weights.h5")
     root = Path(cfg.export.dir) / cfg.model_name
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    remove_stale_staging(root)
+    # SavedModel and ONNX each hold the float32 weights once; graphs and metadata are small beside them.
+    ensure_free_space(root, 2 * sum(w.numpy().nbytes for w in model.weights), "an export")
+    staging = staging_dir(root)
     try:
         write_saved_model(model, str(staging))
         write_onnx(model, str(staging / "model.onnx"))

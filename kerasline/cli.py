@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +14,13 @@ DEFAULT_EXPERIMENT = "mnist_cnn"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops filling KEY=VALUE words after an option (train X --dry-run a=1): take them back.
+    stray = [word for word in extra if word.startswith("-") or "=" not in word]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides += extra
     try:
         cfg = load_experiment(args.experiment, args.overrides)
         if args.command is not cmd_config:
@@ -22,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if type(e).__name__ != "Preempted":  # training.fit.Preempted, without importing TF for every command
+            raise
+        print(f"preempted: {e}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     return 0
 
 
@@ -51,9 +63,18 @@ def cmd_config(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     from export import export_run
-    from training.fit import train
+    from training.fit import plan, train
 
+    if args.dry_run:
+        summary = plan(cfg)
+        print(
+            f"dry run: {cfg.name}: {summary['parameters']:,} parameters, {summary['replicas']} replica(s), "
+            f"{summary['steps_per_epoch']} steps per epoch × {cfg.training.epochs} epochs; nothing was written"
+        )
+        _report_skipped(summary["skipped"])
+        return
     result = train(cfg)
+    _report_skipped(result.skipped)
     print(f"run:         {result.run_dir}{' (resumed)' if result.resumed else ''}")
     print(f"replicas:    {result.replicas}")
     print(f"logs:        {result.run_dir / 'logs'}  (make tensorboard)")
@@ -74,13 +95,21 @@ def cmd_export(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     _report_export(export_run(cfg, _run_dir(cfg, args)))
 
 
+def _report_skipped(skipped: tuple[str, ...]) -> None:
+    if skipped:
+        print(f"data:        skipped {len(skipped)} bad record(s) (data.on_error = skip); first: {skipped[0]}")
+
+
 def _run_dir(cfg: ExperimentConfig, args: argparse.Namespace) -> Path:
     from training.runs import latest_finished_run
 
     if args.run is None:
         return latest_finished_run(cfg)
-    if not (args.run / "best.weights.h5").is_file():
-        raise UserError(f"--run {args.run}: no best.weights.h5 there")
+    runs = (Path(cfg.runs_dir) / cfg.name).resolve()
+    if not args.run.resolve().is_relative_to(runs):
+        raise UserError(f"--run {args.run}: must be a run of {cfg.name!r}, under {runs}")
+    if not (args.run / "metrics.json").is_file():
+        raise UserError(f"--run {args.run}: not a finished run (no metrics.json)")
     return args.run
 
 
@@ -98,9 +127,14 @@ def _metrics_line(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kerasline", description=__doc__)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser = _Parser(prog="kerasline", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
     for name, func, help_text in [
         ("train", cmd_train, "train an experiment (resuming an unfinished run), test it and export it"),
         ("evaluate", cmd_evaluate, "test-split metrics of the latest finished run"),
@@ -114,6 +148,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.epochs=3")
         if name in ("evaluate", "export"):
             sub.add_argument("--run", type=Path, help="a run directory (default: the latest finished run)")
+        if name == "train":
+            sub.add_argument("--dry-run", action="store_true", help="check config, data and model; train nothing")
         sub.set_defaults(command=func)
     return parser
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from kerasline.errors import ConfigError
 
@@ -40,6 +40,10 @@ class AugmentConfig(Section):
     fill_mode: Literal["constant", "nearest", "reflect", "wrap"] = "constant"
 
 
+Side = Annotated[int, Field(ge=1, le=4096)]
+Width = Annotated[int, Field(ge=1, le=4096)]
+
+
 class DataConfig(Section):
     source: Literal["samples", "tfds", "folder"] = "samples"
     name: str = Field(
@@ -47,13 +51,14 @@ class DataConfig(Section):
         description="samples: a file stem in data/ or a .npz path; tfds: a dataset name; "
         "folder: a directory with one sub-folder per class",
     )
-    image_shape: tuple[PositiveInt, PositiveInt, PositiveInt] = (28, 28, 1)
-    num_classes: int = Field(10, ge=2)
+    image_shape: tuple[Side, Side, Annotated[int, Field(ge=1, le=4)]] = (28, 28, 1)
+    num_classes: int = Field(10, ge=2, le=100_000)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.125, gt=0, lt=0.5, description="samples and folder sources")
     limit: PositiveInt | None = Field(None, description="use only the first N examples")
-    batch_size: PositiveInt = Field(128, description="global batch, split across replicas")
-    shuffle_buffer: PositiveInt = 10_000
+    batch_size: int = Field(128, ge=1, le=65_536, description="global batch, split across replicas")
+    shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)
+    on_error: Literal["raise", "skip"] = Field("raise", description="skip: drop bad records and report them")
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -61,10 +66,10 @@ class CNNConfig(Section):
     """A VGG-style stack: blocks of 3×3 convs, each block ending in 2×2 max-pooling."""
 
     name: Literal["cnn"] = "cnn"
-    filters: tuple[PositiveInt, ...] = Field((32, 64), min_length=1)
-    convs_per_block: PositiveInt = 2
+    filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=8)
+    convs_per_block: int = Field(2, ge=1, le=8)
     batch_norm: bool = True
-    dense_units: PositiveInt = 128
+    dense_units: int = Field(128, ge=1, le=65_536)
     dropout: float = Field(0.3, ge=0, lt=1)
     initializer: Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"] = "he_normal"
     l1: float = Field(0.0, ge=0)
@@ -85,15 +90,15 @@ class ScheduleConfig(Section):
     decay_rate: float = Field(0.1, gt=0, lt=1, description="step, exponential and plateau")
     decay_epochs: float = Field(10.0, gt=0, description="step and exponential")
     warmup_epochs: float = Field(0.0, ge=0, description="cosine")
-    patience: PositiveInt = Field(2, description="plateau")
+    patience: int = Field(2, ge=1, le=10_000, description="plateau")
 
 
 class TrainingConfig(Section):
-    epochs: PositiveInt = 20
+    epochs: int = Field(20, ge=1, le=10_000)
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    early_stopping_patience: PositiveInt | None = 5
+    early_stopping_patience: int | None = Field(5, ge=1, le=10_000)
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
 
@@ -101,7 +106,7 @@ class TrainingConfig(Section):
 class ExportConfig(Section):
     dir: str = "exports"
     model_name: str | None = Field(None, pattern=SAFE_NAME, description="default: the experiment name")
-    parity_samples: PositiveInt = 64
+    parity_samples: int = Field(64, ge=1, le=10_000)
     tolerance: float = Field(1e-5, gt=0, description="max abs difference across Keras, SavedModel, ONNX")
 
 
@@ -114,6 +119,16 @@ class ExperimentConfig(Section):
     model: CNNConfig = CNNConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _pooling_fits_the_image(self) -> "ExperimentConfig":
+        blocks, side = len(self.model.filters), min(self.data.image_shape[:2])
+        if 2**blocks > side:
+            raise ValueError(
+                f"model.filters: {blocks} pooling blocks need images of at least {2**blocks}x{2**blocks}, "
+                f"but data.image_shape is {list(self.data.image_shape)}"
+            )
+        return self
 
     @property
     def model_name(self) -> str:
@@ -185,7 +200,10 @@ def _describe(error: dict) -> str:
             return f"{key}: {got!r} is not one of {', '.join(allowed)}{_did_you_mean(got, allowed)}"
     except (KeyError, AttributeError):  # a location the schema walk cannot follow: no suggestion
         pass
-    return f"{key}: {error['msg'].lower()} (got {error['input']!r})"
+    if not loc:  # a cross-field check: its message names the keys
+        return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+    got = repr(error["input"])
+    return f"{key}: {error['msg'].lower()} (got {got if len(got) <= 60 else got[:57] + '...'})"
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:

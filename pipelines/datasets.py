@@ -1,5 +1,11 @@
-"""The batched datasets training consumes: cache → shuffle(seeded) → batch → augment → prefetch."""
+"""The batched datasets training consumes: cache → shuffle(seeded) → batch → augment → prefetch.
 
+The training stream is a pure function of (seed, epoch, step): epoch e is shuffled with its own
+seed and batch g is augmented with seed (seed, g). A run resumed at any epoch and step therefore
+sees exactly the batches an uninterrupted run would have seen.
+"""
+
+import functools
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -13,37 +19,60 @@ from pipelines.sources import load_splits
 class Datasets:
     """Batches of (float32 images [B, H, W, C] in [0, 255], int32 labels [B])."""
 
-    train: tf.data.Dataset
+    cfg: ExperimentConfig
+    train_examples: tf.data.Dataset  # unbatched, cached
     validation: tf.data.Dataset
     test: tf.data.Dataset
+    steps_per_epoch: int
+    skipped: tuple[str, ...]  # bad records dropped under data.on_error = "skip"
+
+    def train(self, first_epoch: int = 0, last_epoch: int | None = None, skip_steps: int = 0) -> tf.data.Dataset:
+        """Epochs [first_epoch, last_epoch) back to back, starting `skip_steps` batches into the first."""
+        cfg = self.cfg
+        last_epoch = cfg.training.epochs if last_epoch is None else last_epoch
+        epochs = [
+            self.train_examples.shuffle(
+                cfg.data.shuffle_buffer, seed=cfg.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
+            ).batch(cfg.data.batch_size)
+            for epoch in range(first_epoch, last_epoch)
+        ]
+        batches = functools.reduce(tf.data.Dataset.concatenate, epochs)
+        steps = self.steps_per_epoch
+        seeds = tf.data.Dataset.range(first_epoch * steps, last_epoch * steps).map(
+            lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g])
+        )
+        augment = make_augment(cfg.data.augment)
+        stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps)
+        stream = stream.map(
+            lambda batch, seed: (augment(tf.cast(batch[0], tf.float32), seed), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return stream.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 
 def build_datasets(cfg: ExperimentConfig) -> Datasets:
     splits = load_splits(cfg.data, cfg.seed)
-    options = tf.data.Options()
-    options.deterministic = cfg.deterministic
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-
-    augment = make_augment(cfg.data.augment)
-    train = (
-        splits.train.cache()
-        .shuffle(cfg.data.shuffle_buffer, seed=cfg.seed, reshuffle_each_iteration=True)
-        .batch(cfg.data.batch_size)
-    )
-    # One seed pair per batch, a new sequence each epoch, the same sequence on every run.
-    batch_seeds = tf.data.Dataset.random(seed=cfg.seed, rerandomize_each_iteration=True).batch(2)
-    train = tf.data.Dataset.zip(train, batch_seeds).map(
-        lambda batch, seed: (augment(tf.cast(batch[0], tf.float32), seed), batch[1]),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    train_examples = splits.train.cache()
+    count = int(train_examples.cardinality())
+    if count < 0:  # a source of unknown length: count it once
+        count = int(train_examples.reduce(0, lambda n, _: n + 1))
     return Datasets(
-        train=train.prefetch(tf.data.AUTOTUNE).with_options(options),
-        validation=_eval_batches(splits.validation, cfg).with_options(options),
-        test=_eval_batches(splits.test, cfg).with_options(options),
+        cfg=cfg,
+        train_examples=train_examples,
+        validation=_eval_batches(splits.validation, cfg),
+        test=_eval_batches(splits.test, cfg),
+        steps_per_epoch=-(-count // cfg.data.batch_size),
+        skipped=splits.skipped,
     )
 
 
 def _eval_batches(ds: tf.data.Dataset, cfg: ExperimentConfig) -> tf.data.Dataset:
-    return (
-        ds.cache().batch(cfg.data.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y)).prefetch(tf.data.AUTOTUNE)
-    )
+    batches = ds.cache().batch(cfg.data.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
+
+
+def _options(cfg: ExperimentConfig) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = cfg.deterministic
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options

@@ -23,23 +23,37 @@ class Splits:
     train: tf.data.Dataset
     validation: tf.data.Dataset
     test: tf.data.Dataset
+    skipped: tuple[str, ...] = ()  # bad records dropped under data.on_error = "skip", one line each
+
+
+class BadRecords:
+    """Collects bad records: the first one raises under on_error = "raise", all are kept under "skip"."""
+
+    def __init__(self, on_error: str):
+        self.on_error, self.lines = on_error, []
+
+    def add(self, line: str) -> None:
+        if self.on_error == "raise":
+            raise DataError(line)
+        self.lines.append(line)
 
 
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if cfg.source == "tfds":
         return _tfds_splits(cfg)
+    bad = BadRecords(cfg.on_error)
     if cfg.source == "samples":
-        images, labels = _load_npz(_sample_path(cfg.name), cfg)
+        images, labels = _load_npz(_sample_path(cfg.name), cfg, bad)
     else:
-        images, labels = _load_folder(Path(cfg.name), cfg)
-    return _split_arrays(images, labels, cfg, seed)
+        images, labels = _load_folder(Path(cfg.name), cfg, bad)
+    return _split_arrays(images, labels, cfg, seed, tuple(bad.lines))
 
 
 def _sample_path(name: str) -> Path:
     return Path(name) if name.endswith(".npz") else SAMPLES_DIR / f"{name}.npz"
 
 
-def _load_npz(path: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+def _load_npz(path: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
     try:
@@ -52,11 +66,14 @@ def _load_npz(path: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
     if images.ndim == 3:
         images = images[..., None]
-    _check_images(images, labels, cfg, where=str(path))
-    return images, labels.astype(np.int32)
+    _check_arrays(images, labels, cfg, where=str(path))
+    out_of_range = (labels < 0) | (labels >= cfg.num_classes)
+    for i in np.flatnonzero(out_of_range):
+        bad.add(f"{path}: label {labels[i]} at record {i} is outside [0, {cfg.num_classes}) (data.num_classes)")
+    return images[~out_of_range], labels[~out_of_range].astype(np.int32)
 
 
-def _load_folder(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+def _load_folder(root: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray, np.ndarray]:
     if not root.is_dir():
         raise DataError(f"{root}: no such image folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -71,12 +88,14 @@ def _load_folder(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
             try:
                 image = tf.io.decode_image(tf.io.read_file(str(path)), channels=channels, expand_animations=False)
             except tf.errors.InvalidArgumentError:
-                raise DataError(f"{path}: not a readable image") from None
+                bad.add(f"{path}: not a readable image")
+                continue
             if tuple(image.shape[:2]) != (height, width):
-                raise DataError(
+                bad.add(
                     f"{path}: image is {image.shape[0]}x{image.shape[1]} "
                     f"but data.image_shape is {list(cfg.image_shape)}"
                 )
+                continue
             images.append(image.numpy())
             labels.append(label)
     if not images:
@@ -84,42 +103,40 @@ def _load_folder(root: Path, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.asarray(labels, np.int32)
 
 
-def _check_images(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, where: str) -> None:
+def _check_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, where: str) -> None:
+    """Whole-file problems, which no skipping can mend."""
     if images.dtype != np.uint8:
         raise DataError(f"{where}: images are {images.dtype}, expected uint8 pixels")
     if tuple(images.shape[1:]) != tuple(cfg.image_shape):
         raise DataError(f"{where}: images are {list(images.shape[1:])} but data.image_shape is {list(cfg.image_shape)}")
-    if len(images) != len(labels) or labels.ndim != 1:
-        raise DataError(f"{where}: {len(images)} images but labels have shape {list(labels.shape)}")
-    bad = np.flatnonzero((labels < 0) | (labels >= cfg.num_classes))
-    if bad.size:
-        raise DataError(
-            f"{where}: label {labels[bad[0]]} at record {bad[0]} is outside [0, {cfg.num_classes}) "
-            f"(data.num_classes = {cfg.num_classes}); {bad.size} such record(s)"
-        )
+    if len(images) != len(labels) or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{where}: {len(images)} images but labels are {labels.dtype} {list(labels.shape)}")
 
 
-def _split_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, seed: int) -> Splits:
+def _split_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, seed: int, skipped: tuple) -> Splits:
     """A seeded permutation, then test | validation | train slices, so test never moves with validation."""
     order = np.random.default_rng(seed).permutation(len(images))[: cfg.limit]
     n_test = max(1, round(len(order) * cfg.test_fraction))
     n_val = max(1, round(len(order) * cfg.validation_fraction))
     if len(order) - n_test - n_val < 1:
-        raise DataError(f"data.name {cfg.name!r}: {len(order)} examples are too few to split")
+        raise DataError(f"data.name {cfg.name!r}: {len(order)} usable examples are too few to split")
     test, val, train = np.split(order, [n_test, n_test + n_val])
-    return Splits(*(tf.data.Dataset.from_tensor_slices((images[i], labels[i])) for i in (train, val, test)))
+    return Splits(*(tf.data.Dataset.from_tensor_slices((images[i], labels[i])) for i in (train, val, test)), skipped)
 
 
 def _tfds_splits(cfg: DataConfig) -> Splits:
     import tensorflow_datasets as tfds
 
     keep = round(100 * (1 - cfg.validation_fraction))
-    (train, val, test), info = tfds.load(
-        cfg.name,
-        split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"],
-        as_supervised=True,
-        with_info=True,
-    )
+    try:
+        (train, val, test), info = tfds.load(
+            cfg.name,
+            split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"],
+            as_supervised=True,
+            with_info=True,
+        )
+    except tfds.core.registered.DatasetNotFoundError:
+        raise DataError(f"data.name: no TFDS dataset named {cfg.name!r}") from None
     image, label = info.features["image"], info.features["label"]
     if tuple(image.shape) != tuple(cfg.image_shape):
         raise DataError(

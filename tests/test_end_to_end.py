@@ -86,7 +86,7 @@ def test_bad_data_leaves_saved_artefacts_intact(trained, kerasline, tmp_path):
     before = sorted(str(p) for p in trained["root"].rglob("*"))
     proc = kerasline("train", str(trained["experiment"]), f"data.name={bad}")
     assert proc.returncode == 2 and proc.stderr.strip() == (
-        f"error: {bad}: label 12 at record 0 is outside [0, 10) (data.num_classes = 10); 50 such record(s)"
+        f"error: {bad}: label 12 at record 0 is outside [0, 10) (data.num_classes)"
     )
     assert sorted(str(p) for p in trained["root"].rglob("*")) == before
 

@@ -18,7 +18,7 @@ def first_batch(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 def test_batches_have_the_model_input_contract(tiny_cfg):
     data = build_datasets(tiny_cfg)
-    for ds in (data.train, data.validation, data.test):
+    for ds in (data.train(), data.validation, data.test):
         x, y = first_batch(ds)
         assert x.dtype == np.float32 and x.shape[1:] == (28, 28, 1) and x.shape[0] <= 32
         assert y.dtype == np.int32 and 0 <= y.min() and y.max() < 10
@@ -38,18 +38,30 @@ def test_splits_are_disjoint_and_sized_from_fractions(tiny_cfg):
 
 def test_same_seed_same_stream_and_epochs_differ(tiny_cfg):
     cfg = tiny_cfg.model_copy(update={"deterministic": True})
-    first, again = build_datasets(cfg).train, build_datasets(cfg).train
+    first, again = build_datasets(cfg).train(0, 1), build_datasets(cfg).train(0, 1)
     epoch1 = [x.numpy() for x, _ in first]
     np.testing.assert_array_equal(np.concatenate(epoch1), np.concatenate([x.numpy() for x, _ in again]))
-    epoch2 = [x.numpy() for x, _ in first]  # a second pass: reshuffled and re-augmented
+    epoch2 = [x.numpy() for x, _ in build_datasets(cfg).train(1, 2)]  # reshuffled and re-augmented
     assert not np.array_equal(epoch1[0], epoch2[0])
+
+
+def test_stream_resumes_at_any_epoch_and_step(tiny_cfg):
+    """Epochs 1-2 started fresh equal the same batches cut out of the full stream: what resume relies on."""
+    three_epochs = tiny_cfg.training.model_copy(update={"epochs": 3})
+    cfg = tiny_cfg.model_copy(update={"deterministic": True, "training": three_epochs})
+    data = build_datasets(cfg)
+    steps = data.steps_per_epoch
+    full = [x.numpy() for x, _ in data.train()]
+    assert len(full) == 3 * steps
+    resumed = [x.numpy() for x, _ in build_datasets(cfg).train(1, skip_steps=4)]
+    np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(full[steps + 4 :]))
 
 
 def test_without_determinism_only_the_order_may_change(tiny_cfg):
     """Each batch's augmentation is keyed by its own seed, so parallelism can only reorder batches."""
 
     def batches():
-        return sorted(x.numpy().tobytes() for x, _ in build_datasets(tiny_cfg).train)
+        return sorted(x.numpy().tobytes() for x, _ in build_datasets(tiny_cfg).train())
 
     assert not tiny_cfg.deterministic
     assert batches() == batches()
@@ -57,7 +69,7 @@ def test_without_determinism_only_the_order_may_change(tiny_cfg):
 
 def test_other_seed_other_stream(tiny_cfg):
     other = tiny_cfg.model_copy(update={"seed": tiny_cfg.seed + 1})
-    a, b = first_batch(build_datasets(tiny_cfg).train), first_batch(build_datasets(other).train)
+    a, b = first_batch(build_datasets(tiny_cfg).train()), first_batch(build_datasets(other).train())
     assert not np.array_equal(a[0], b[0])
 
 
@@ -71,8 +83,8 @@ def test_augmentation_touches_training_only(tiny_cfg):
         np.testing.assert_array_equal(x, expected)
     # The same training images, with and without augmentation, differ.
     plain = tiny_cfg.model_copy(update={"data": tiny_cfg.data.model_copy(update={"augment": AugmentConfig()})})
-    x_aug, y_aug = first_batch(build_datasets(tiny_cfg).train)
-    x_plain, y_plain = first_batch(build_datasets(plain).train)
+    x_aug, y_aug = first_batch(build_datasets(tiny_cfg).train())
+    x_plain, y_plain = first_batch(build_datasets(plain).train())
     np.testing.assert_array_equal(y_aug, y_plain)
     assert np.abs(x_aug - x_plain).mean() > 1.0
 

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from kerasline.config import TrainingConfig
-from training.callbacks import best_so_far, image_grid, make_callbacks, render_confusion_matrix
+from training.callbacks import image_grid, make_callbacks, render_confusion_matrix
+from training.checkpoint import ResumePoint
 from training.optim import learning_rate, make_optimizer
 from training.strategy import make_strategy
 
@@ -71,8 +72,10 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 def test_plateau_schedule_is_a_callback(tiny_cfg, tmp_path):
     cfg = tiny_cfg.model_copy(update={"training": training(schedule__name="plateau", schedule__patience=3)})
     assert learning_rate(cfg.training, 10) == 1e-3
-    ds = tf.data.Dataset.from_tensors((tf.zeros([1, 28, 28, 1]), tf.zeros([1], tf.int32)))
-    plateau = [c for c in make_callbacks(cfg, tmp_path, ds, ds) if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+    from pipelines import build_datasets
+
+    callbacks = make_callbacks(cfg, tmp_path, build_datasets(cfg), ResumePoint())
+    plateau = [c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
     assert len(plateau) == 1 and plateau[0].patience == 3 and plateau[0].factor == 0.1
 
 
@@ -90,14 +93,6 @@ def test_auto_picks_tpu_when_one_is_configured(monkeypatch):
     assert strategy.make_strategy("auto") == "tpu:grpc://10.0.0.2:8470"
 
 
-def test_best_so_far_reads_the_history(tmp_path):
-    history = tmp_path / "history.csv"
-    assert best_so_far(history, "val_loss") is None
-    history.write_text("epoch,val_accuracy,val_loss\n0,0.5,0.9\n1,0.7,0.4\n2,0.6,0.6\n")
-    assert best_so_far(history, "val_loss") == 0.4
-    assert best_so_far(history, "val_accuracy") == 0.7
-
-
 def test_image_grid_tiles_images_in_rows():
     images = np.arange(5, dtype=np.float32)[:, None, None, None] * np.ones([5, 2, 3, 1], np.float32)
     grid = image_grid(images)
@@ -108,3 +103,15 @@ def test_image_grid_tiles_images_in_rows():
 def test_confusion_matrix_renders_to_an_image():
     image = render_confusion_matrix(np.eye(3, dtype=np.int64) * 5)
     assert image.ndim == 3 and image.shape[2] == 4 and image.dtype == np.uint8
+
+
+def test_only_an_unfinished_run_with_the_same_config_is_resumed(tiny_cfg):
+    from training.runs import open_run
+
+    run, resumed = open_run(tiny_cfg)
+    assert not resumed
+    assert open_run(tiny_cfg) == (run, True)  # unfinished, same config: resume
+    (run / "metrics.json").write_text("{}")
+    assert open_run(tiny_cfg) == (run.parent / "run-002", False)  # finished: a new run
+    changed = tiny_cfg.model_copy(update={"seed": 1})
+    assert open_run(changed) == (run.parent / "run-003", False)  # another config: a new run

@@ -1,6 +1,5 @@
 """Callbacks: TensorBoard (with image grids and a confusion matrix), checkpoints, resume, stopping."""
 
-import csv
 import io
 from pathlib import Path
 
@@ -9,48 +8,28 @@ import numpy as np
 import tensorflow as tf
 
 from kerasline.config import ExperimentConfig
+from pipelines import Datasets
+from training.checkpoint import ResumePoint, RunCheckpoint
 
 
-def make_callbacks(cfg: ExperimentConfig, run_dir: Path, train: tf.data.Dataset, validation: tf.data.Dataset) -> list:
-    monitor = cfg.training.monitor
+def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume: ResumePoint) -> list:
+    """The run's callbacks; RunCheckpoint comes last (see its docstring)."""
+    monitor, schedule = cfg.training.monitor, cfg.training.schedule
     logs = run_dir / "logs"
-    callbacks = [
-        # Kept past fit(): train() removes it once metrics.json marks the run finished.
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True, delete_checkpoint=False),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.weights.h5"),
-            monitor=monitor,
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=best_so_far(run_dir / "history.csv", monitor),
-        ),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        AugmentedImages(logs / "train", train),
-        ConfusionMatrix(logs / "validation", validation, cfg.data.num_classes),
-        keras.callbacks.TensorBoard(str(logs), histogram_freq=1),
-    ]
+    stateful = []
     if cfg.training.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.training.early_stopping_patience))
-    if cfg.training.schedule.name == "plateau":
-        callbacks.insert(
-            0,
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor, factor=cfg.training.schedule.decay_rate, patience=cfg.training.schedule.patience
-            ),
+        stateful.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.training.early_stopping_patience))
+    if schedule.name == "plateau":
+        stateful.append(
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=schedule.decay_rate, patience=schedule.patience)
         )
-    return callbacks
-
-
-def best_so_far(history: Path, monitor: str) -> float | None:
-    """The best monitored value of the epochs already logged, so a resumed run keeps its best checkpoint."""
-    if not history.exists():
-        return None
-    with history.open() as f:
-        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
-    if not values:
-        return None
-    return max(values) if monitor.endswith("accuracy") else min(values)
+    return [
+        AugmentedImages(logs / "train", data.train(0, 1)),
+        ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes),
+        keras.callbacks.TensorBoard(str(logs), histogram_freq=1),
+        *stateful,
+        RunCheckpoint(run_dir, monitor, resume, stateful, cfg.training.epochs),
+    ]
 
 
 class AugmentedImages(keras.callbacks.Callback):

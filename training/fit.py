@@ -1,8 +1,9 @@
 """Train an experiment: strategy → data → model → fit (resumable) → best weights → test metrics."""
 
+import contextlib
 import json
-import math
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +12,11 @@ import tensorflow as tf
 
 from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
+from kerasline.files import write_text_atomic
 from models import build_model
-from pipelines import build_datasets
+from pipelines import Datasets, build_datasets
 from training.callbacks import make_callbacks
+from training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
 from training.optim import make_optimizer
 from training.runs import open_run
 from training.strategy import make_strategy
@@ -25,6 +28,11 @@ class TrainResult:
     resumed: bool
     replicas: int
     metrics: dict
+    skipped: tuple[str, ...]
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after writing a checkpoint; rerunning resumes it."""
 
 
 def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
@@ -50,25 +58,65 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     strategy = setup(cfg)
     data = build_datasets(cfg)
     run_dir, resumed = open_run(cfg)
-    steps_per_epoch = int(data.train.cardinality())
     with strategy.scope():
-        model = compile_model(cfg, steps_per_epoch)
-    history = model.fit(
-        data.train,
-        validation_data=data.validation,
-        epochs=cfg.training.epochs,
-        callbacks=make_callbacks(cfg, run_dir, data.train, data.validation),
-        verbose=2,
-    )
-    if not all(math.isfinite(loss) for loss in history.history.get("loss", [])):
+        model = compile_model(cfg, data.steps_per_epoch)
+        resume = restore(run_dir, model)
+    callbacks = make_callbacks(cfg, run_dir, data, resume)
+    checkpoint = callbacks[-1]
+    if not resume.finished:
+        with _sigterm_requests_checkpoint(checkpoint):
+            _fit(model, data, resume, callbacks)
+    if checkpoint.diverged:
+        last_good = newest_checkpoint(run_dir / "backup")
         raise UserError(
-            f"training diverged (loss is NaN/Inf); the last good weights are in {run_dir / 'best.weights.h5'}"
+            f"training diverged {checkpoint.diverged}; "
+            f"last good checkpoint: {last_good or 'none (it diverged in the first epoch)'}; nothing was exported"
         )
+    if checkpoint.preempted_at:
+        raise Preempted(f"stopped by SIGTERM; checkpoint {checkpoint.preempted_at}; rerun the same command to resume")
     model.load_weights(run_dir / "best.weights.h5")
     metrics = _test_metrics(model, data.test)
-    (run_dir / "metrics.json").write_text(json.dumps({"test": metrics}, indent=2) + "\n")
+    write_text_atomic(run_dir / "metrics.json", json.dumps({"test": metrics}, indent=2) + "\n")
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    return TrainResult(run_dir, resumed, strategy.num_replicas_in_sync, metrics)
+    return TrainResult(run_dir, resumed, strategy.num_replicas_in_sync, metrics, data.skipped)
+
+
+def _fit(model: keras.Model, data: Datasets, resume: ResumePoint, callbacks: list) -> None:
+    """Continues from the resume point: first the rest of a part-done epoch (after SIGTERM), then the others."""
+    epoch, epochs, steps = resume.epoch, data.cfg.training.epochs, data.steps_per_epoch
+    common = dict(validation_data=data.validation, callbacks=callbacks, shuffle=False, verbose=2)  # seeded stream
+    if resume.step:
+        rest = data.train(epoch, epoch + 1, skip_steps=resume.step)
+        model.fit(rest, steps_per_epoch=steps - resume.step, initial_epoch=epoch, epochs=epoch + 1, **common)
+        epoch += 1
+        if model.stop_training:
+            return
+    if epoch < epochs:
+        model.fit(data.train(epoch), steps_per_epoch=steps, initial_epoch=epoch, epochs=epochs, **common)
+
+
+@contextlib.contextmanager
+def _sigterm_requests_checkpoint(checkpoint: RunCheckpoint):
+    """Preemption: SIGTERM makes the run checkpoint after the current batch and stop."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: setattr(checkpoint, "preempted", True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def plan(cfg: ExperimentConfig) -> dict:
+    """What `train` would do, without training or writing anything: data, model and steps (for --dry-run)."""
+    strategy = setup(cfg)
+    data = build_datasets(cfg)
+    with strategy.scope():
+        model = compile_model(cfg, data.steps_per_epoch)
+    return {
+        "replicas": strategy.num_replicas_in_sync,
+        "steps_per_epoch": data.steps_per_epoch,
+        "parameters": model.count_params(),
+        "skipped": data.skipped,
+    }
 
 
 def evaluate(cfg: ExperimentConfig, run_dir: Path) -> dict:

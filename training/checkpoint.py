@@ -1,0 +1,186 @@
+"""Crash-safe run state: checkpoints that are complete or absent, and a resume that picks the newest.
+
+A checkpoint is a directory `backup/epoch-NNNN` (or `epoch-NNNN-step-SSSS` when a SIGTERM stopped the run
+mid-epoch) holding the weights with the optimizer state, the random-generator states (dropout), and
+state.json (history, best score, early-stopping and plateau counters). It is written into a staging
+directory and renamed into place, so a kill at any moment leaves either the whole checkpoint or none.
+With the seeded input stream, a resumed deterministic run repeats an uninterrupted one exactly.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kerasline.files import (
+    STAGING_PREFIX,
+    ensure_free_space,
+    remove_stale_staging,
+    staging_dir,
+    write_text_atomic,
+)
+
+CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{4,}))?$")
+CALLBACK_STATE = {  # what a callback counts between epochs, so a resumed run stops when the uninterrupted would
+    "EarlyStopping": ("wait", "best", "best_epoch"),
+    "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+}
+
+
+@dataclass
+class ResumePoint:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # batches completed in the epoch after them (a mid-epoch checkpoint)
+    finished: bool = False  # training itself ended (all epochs, or early stopping) before the run was closed
+    history: list = field(default_factory=list)
+    best: float | None = None
+    callbacks: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def restore(run_dir: Path, model: keras.Model) -> ResumePoint:
+    """Loads the newest complete checkpoint into `model` (compiled, in its strategy's scope)."""
+    backup = run_dir / "backup"
+    remove_stale_staging(backup)
+    remove_stale_staging(run_dir)
+    path = newest_checkpoint(backup)
+    if path is None:
+        return ResumePoint()
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path / "model.weights.h5")
+    with np.load(path / "rng.npz", allow_pickle=False) as rng:
+        for variable, name in zip(rng_variables(model), sorted(rng.files, key=lambda n: int(n[4:])), strict=True):
+            variable.assign(rng[name])
+    state = json.loads((path / "state.json").read_text())
+    return ResumePoint(path=path, **state)
+
+
+def newest_checkpoint(backup: Path) -> Path | None:
+    names = [CHECKPOINT_NAME.match(p.name) for p in backup.iterdir()] if backup.is_dir() else []
+    positions = {(int(m[1]), int(m[2] or 0)): backup / m[0] for m in names if m}
+    return positions[max(positions)] if positions else None
+
+
+def rng_variables(model: keras.Model) -> list:
+    """Random-generator states: in `model.variables` but not in the weights `save_weights` writes."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Writes a checkpoint after every epoch (and on SIGTERM, mid-epoch), best.weights.h5 and history.csv.
+
+    Must come last among the callbacks: it saves the counters the others updated for the epoch, and it
+    restores them after their own on_train_begin reset them. A non-finite loss stops training and is
+    never saved, so the newest checkpoint is always the last good one.
+    """
+
+    def __init__(self, run_dir: Path, monitor: str, resume: ResumePoint, stateful: list, total_epochs: int):
+        super().__init__()
+        self.run_dir, self.backup, self.monitor = run_dir, run_dir / "backup", monitor
+        self.history, self.best, self.states = list(resume.history), resume.best, dict(resume.callbacks)
+        self.stateful, self.total_epochs = stateful, total_epochs
+        self.step_offset = resume.step  # batches of the current epoch done before this fit() began
+        self.epoch = resume.epoch
+        self.diverged: str | None = None  # where and how, for the error message
+        self.preempted = False  # set by the SIGTERM handler
+        self.preempted_at: Path | None = None
+
+    def on_train_begin(self, logs=None):
+        for callback in self.stateful:
+            for attr, value in self.states.get(type(callback).__name__, {}).items():
+                setattr(callback, attr, value)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.step_offset + batch + 1
+        loss = float(logs["loss"])
+        if not math.isfinite(loss):
+            self.diverged = f"at epoch {self.epoch + 1}, step {step}: loss is {loss}"
+            self.model.stop_training = True
+        elif self.preempted and self.preempted_at is None:
+            self.preempted_at = self._save(self.epoch, step, finished=False)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
+        if not self.diverged and not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            # NaN can hide from the loss (max-pooling drops it) while it poisons weights or BatchNorm statistics.
+            self.diverged = f"in epoch {epoch + 1}: weights became NaN or Inf while the loss stayed finite"
+            self.model.stop_training = True
+        if self.diverged or self.preempted_at:
+            return  # a partial or poisoned epoch: nothing to record
+        logs = {name: float(value) for name, value in (logs or {}).items()}
+        self.history.append({"epoch": epoch, **logs})
+        self.states = {
+            type(c).__name__: {a: _plain(getattr(c, a)) for a in CALLBACK_STATE[type(c).__name__]}
+            for c in self.stateful
+        }
+        score = logs.get(self.monitor)
+        if score is not None and math.isfinite(score) and self._improves(score):
+            self.best = score
+            self._save_best()  # before the checkpoint: a kill in between repeats this epoch, which saves it again
+        self._save(epoch + 1, 0, finished=self.model.stop_training or epoch + 1 == self.total_epochs)
+        write_text_atomic(self.run_dir / "history.csv", _csv(self.history))
+
+    def _improves(self, score: float) -> bool:
+        if self.best is None:
+            return True
+        return score > self.best if self.monitor.endswith("accuracy") else score < self.best
+
+    def _save_best(self) -> None:
+        staging = self.run_dir / f"{STAGING_PREFIX}{os.getpid()}-best.weights.h5"
+        ensure_free_space(self.run_dir, _weights_bytes(self.model), "the best weights")
+        self.model.save_weights(staging)
+        os.replace(staging, self.run_dir / "best.weights.h5")
+
+    def _save(self, epoch: int, step: int, finished: bool) -> Path:
+        ensure_free_space(self.backup, _weights_bytes(self.model), "a checkpoint")
+        staging = staging_dir(self.backup)
+        try:
+            self.model.save_weights(staging / "model.weights.h5")
+            rng = {f"rng_{i}": np.asarray(v) for i, v in enumerate(rng_variables(self.model))}
+            np.savez(staging / "rng.npz", **rng)
+            state = {"epoch": epoch, "step": step, "finished": finished, "history": self.history}
+            state |= {"best": self.best, "callbacks": self.states}
+            (staging / "state.json").write_text(json.dumps(state))
+            target = self.backup / (f"epoch-{epoch:04d}" + (f"-step-{step:04d}" if step else ""))
+            os.rename(staging, target)  # the commit point
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        for path in self.backup.iterdir():
+            if CHECKPOINT_NAME.match(path.name) and path != target:
+                shutil.rmtree(path, ignore_errors=True)
+        return target
+
+
+def _weights_bytes(model: keras.Model) -> int:
+    """Weights plus optimizer slots, as written by save_weights."""
+    variables = list(model.weights) + list(model.optimizer.variables)
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+def _plain(value):
+    """Callback counters as JSON values (numpy scalars and infinities included)."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _csv(rows: list[dict]) -> str:
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=names)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
