@@ -7,7 +7,7 @@ SET    ?=
 PORT   ?= 6006
 KL     := $(BIN)/kerasline
 
-.PHONY: help setup train evaluate export tensorboard test bench lint clean
+.PHONY: help setup train tune evaluate export tensorboard test bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 train: setup  ## train EXP (resumes an unfinished run), test it, export it
 	$(KL) train $(EXP) $(SET)
+
+tune: setup  ## search EXP's [tune] space (resumes); writes experiments/tuned/EXP.toml
+	$(KL) tune $(EXP) $(SET)
 
 evaluate: setup  ## test-split metrics of EXP's latest finished run
 	$(KL) evaluate $(EXP) $(SET)

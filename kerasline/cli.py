@@ -82,6 +82,23 @@ def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     _report_export(export_run(cfg, result.run_dir))
 
 
+def cmd_tune(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from kerasline.config import experiment_path
+    from tuning import tune
+
+    result = tune(cfg, experiment_path(args.experiment), args.overrides, restart=args.restart)
+    if result.stopped_by_budget:
+        print(f"budget of {cfg.tune.budget_minutes} min spent: the search stopped between trials")
+    print(f"\n{'trial':>5}  {'status':<9} {cfg.tune.objective:>12}  values")
+    for row in result.table:
+        score = f"{row['score']:.4f}" if row["score"] is not None else "-"
+        detail = row["error"] if row["error"] else json.dumps(row["values"])
+        print(f"{row['trial']:>5}  {row['status'].lower():<9} {score:>12}  {detail}")
+    print(f"\nsearch:      {result.search_dir}  (make tensorboard: HParams)")
+    print(f"best:        {result.search_dir / 'best.json'}")
+    print(f"tuned:       {result.tuned_experiment}  (train it with: kerasline train {result.tuned_experiment})")
+
+
 def cmd_evaluate(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     from training.fit import evaluate
 
@@ -137,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
     for name, func, help_text in [
         ("train", cmd_train, "train an experiment (resuming an unfinished run), test it and export it"),
+        ("tune", cmd_tune, "search the experiment's [tune] space; resumes an interrupted search"),
         ("evaluate", cmd_evaluate, "test-split metrics of the latest finished run"),
         ("export", cmd_export, "export the latest finished run: SavedModel + ONNX, verified"),
         ("config", cmd_config, "print the fully resolved config"),
@@ -150,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--run", type=Path, help="a run directory (default: the latest finished run)")
         if name == "train":
             sub.add_argument("--dry-run", action="store_true", help="check config, data and model; train nothing")
+        if name == "tune":
+            sub.add_argument("--restart", action="store_true", help="discard this search's finished trials")
         sub.set_defaults(command=func)
     return parser
 

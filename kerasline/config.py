@@ -5,16 +5,18 @@ An experiment file is TOML with the sections below. `load_experiment` reads it, 
 names the key, with a "did you mean" where a close match exists.
 """
 
+import copy
 import difflib
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, model_validator
 
 from kerasline.errors import ConfigError
 
@@ -55,7 +57,9 @@ class DataConfig(Section):
     num_classes: int = Field(10, ge=2, le=100_000)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.125, gt=0, lt=0.5, description="samples and folder sources")
-    limit: PositiveInt | None = Field(None, description="use only the first N examples")
+    limit: PositiveInt | None = Field(
+        None, description="samples and folder: use N examples, then split; tfds: at most N per split"
+    )
     batch_size: int = Field(128, ge=1, le=65_536, description="global batch, split across replicas")
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)
     on_error: Literal["raise", "skip"] = Field("raise", description="skip: drop bad records and report them")
@@ -64,6 +68,13 @@ class DataConfig(Section):
 
 class CNNConfig(Section):
     """A VGG-style stack: blocks of 3×3 convs, each block ending in 2×2 max-pooling."""
+
+    default_space: ClassVar[dict] = {  # what `kerasline tune` searches when [tune.space] is empty
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 5e-3, "sampling": "log"},
+        "model.dropout": {"type": "float", "min": 0.1, "max": 0.5},
+        "model.dense_units": {"type": "int", "min": 64, "max": 256, "step": 64},
+        "data.augment.translation": {"type": "float", "min": 0.0, "max": 0.15},
+    }
 
     name: Literal["cnn"] = "cnn"
     filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=8)
@@ -110,6 +121,59 @@ class ExportConfig(Section):
     tolerance: float = Field(1e-5, gt=0, description="max abs difference across Keras, SavedModel, ONNX")
 
 
+class FloatRange(Section):
+    type: Literal["float"]
+    min: float
+    max: float
+    sampling: Literal["linear", "log"] = "linear"
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "FloatRange":
+        if not self.min < self.max:
+            raise ValueError(f"empty range: min {self.min} is not below max {self.max}")
+        if self.sampling == "log" and self.min <= 0:
+            raise ValueError(f"log sampling needs min > 0, got {self.min}")
+        return self
+
+
+class IntRange(Section):
+    type: Literal["int"]
+    min: int
+    max: int
+    step: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "IntRange":
+        if not self.min + self.step <= self.max:
+            raise ValueError(f"empty range: no step of {self.step} fits from min {self.min} to max {self.max}")
+        return self
+
+
+class Choice(Section):
+    type: Literal["choice"]
+    values: list[Any] = Field(min_length=1)
+
+
+class Boolean(Section):
+    type: Literal["bool"]
+
+
+SpaceEntry = Annotated[FloatRange | IntRange | Choice | Boolean, Field(discriminator="type")]
+
+
+class TuneConfig(Section):
+    """`kerasline tune`: keys of `space` are dotted config paths; an empty space takes the family's default."""
+
+    algorithm: Literal["random", "hyperband", "bayesian"] = "random"
+    objective: Literal["val_loss", "val_accuracy"] = "val_accuracy"
+    max_trials: int = Field(10, ge=1, le=10_000)
+    epochs: int = Field(5, ge=1, le=10_000, description="per trial; Hyperband's max_epochs")
+    hyperband_factor: int = Field(3, ge=2, le=10)
+    early_stopping_patience: int | None = Field(2, ge=1, le=10_000, description="inside each trial")
+    budget_minutes: float | None = Field(None, gt=0, description="stop cleanly between trials after this")
+    space: dict[str, SpaceEntry] = {}
+
+
 class ExperimentConfig(Section):
     name: str = Field(pattern=SAFE_NAME)
     seed: int = Field(42, ge=0)
@@ -119,6 +183,39 @@ class ExperimentConfig(Section):
     model: CNNConfig = CNNConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+    tune: TuneConfig = TuneConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_space(cls, raw: Any) -> Any:
+        tune = raw.get("tune", {}) if isinstance(raw, dict) else None
+        if isinstance(tune, dict) and not tune.get("space"):
+            model = raw.get("model")
+            family = model.get("name") if isinstance(model, dict) else None
+            config = MODEL_CONFIGS.get(family, CNNConfig) if isinstance(family, str) else CNNConfig
+            raw = {**raw, "tune": {**tune, "space": config.default_space}}  # a wrong name is reported later
+        return raw
+
+    @model_validator(mode="after")
+    def _space_fits_the_config(self, info: ValidationInfo) -> "ExperimentConfig":
+        """Each searched key exists, and each end of its range (or choice) is itself a valid config."""
+        if info.context == _CHECKING_SPACE:
+            return self
+        base = self.model_dump(mode="json", exclude={"tune"})
+        for key, entry in self.tune.space.items():
+            try:
+                get_dotted(base, key)
+            except KeyError:
+                leaves = list(_dotted_keys(base))
+                raise ValueError(f"tune.space: {key!r} is not a config key{_did_you_mean(key, leaves)}") from None
+            for value in _extremes(entry):
+                trial = copy.deepcopy(base)
+                set_dotted(trial, key, value)
+                try:
+                    ExperimentConfig.model_validate(trial, context=_CHECKING_SPACE)
+                except ValidationError as e:
+                    raise ValueError(f"tune.space: {key} = {value!r} is invalid: {_describe(e.errors()[0])}") from None
+        return self
 
     @model_validator(mode="after")
     def _pooling_fits_the_image(self) -> "ExperimentConfig":
@@ -135,6 +232,41 @@ class ExperimentConfig(Section):
         return self.export.model_name or self.name
 
 
+MODEL_CONFIGS = {"cnn": CNNConfig}
+_CHECKING_SPACE = "checking a tune.space value"
+
+
+def get_dotted(raw: dict, key: str) -> Any:
+    node = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _dotted_keys(raw: dict, prefix: str = ""):
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            yield from _dotted_keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def _extremes(entry: FloatRange | IntRange | Choice | Boolean) -> list:
+    if isinstance(entry, FloatRange | IntRange):
+        return [entry.min, entry.max]
+    return entry.values if isinstance(entry, Choice) else [False, True]
+
+
 def experiment_path(exp: str) -> Path:
     """`mnist_cnn` → experiments/mnist_cnn.toml; a path to a .toml file is taken as it is."""
     if exp.endswith(".toml"):
@@ -144,7 +276,7 @@ def experiment_path(exp: str) -> Path:
     return EXPERIMENTS_DIR / f"{exp}.toml"
 
 
-def load_experiment(exp: str, overrides: list[str] = ()) -> ExperimentConfig:
+def load_experiment(exp: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
     path = experiment_path(exp)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -200,8 +332,9 @@ def _describe(error: dict) -> str:
             return f"{key}: {got!r} is not one of {', '.join(allowed)}{_did_you_mean(got, allowed)}"
     except (KeyError, AttributeError):  # a location the schema walk cannot follow: no suggestion
         pass
-    if not loc:  # a cross-field check: its message names the keys
-        return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+    if error["type"] == "value_error":  # our own checks: their message names the keys
+        message = str(error["ctx"]["error"])
+        return f"{key}: {message}" if loc else message
     got = repr(error["input"])
     return f"{key}: {error['msg'].lower()} (got {got if len(got) <= 60 else got[:57] + '...'})"
 

@@ -5,7 +5,6 @@ seed and batch g is augmented with seed (seed, g). A run resumed at any epoch an
 sees exactly the batches an uninterrupted run would have seen.
 """
 
-import functools
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -30,13 +29,11 @@ class Datasets:
         """Epochs [first_epoch, last_epoch) back to back, starting `skip_steps` batches into the first."""
         cfg = self.cfg
         last_epoch = cfg.training.epochs if last_epoch is None else last_epoch
-        epochs = [
-            self.train_examples.shuffle(
+        batches = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(
+            lambda epoch: self.train_examples.shuffle(
                 cfg.data.shuffle_buffer, seed=cfg.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
             ).batch(cfg.data.batch_size)
-            for epoch in range(first_epoch, last_epoch)
-        ]
-        batches = functools.reduce(tf.data.Dataset.concatenate, epochs)
+        )
         steps = self.steps_per_epoch
         seeds = tf.data.Dataset.range(first_epoch * steps, last_epoch * steps).map(
             lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g])

@@ -62,7 +62,7 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         model = compile_model(cfg, data.steps_per_epoch)
         resume = restore(run_dir, model)
     callbacks = make_callbacks(cfg, run_dir, data, resume)
-    checkpoint = callbacks[-1]
+    checkpoint = next(c for c in callbacks if isinstance(c, RunCheckpoint))
     if not resume.finished:
         with _sigterm_requests_checkpoint(checkpoint):
             _fit(model, data, resume, callbacks)

@@ -26,7 +26,7 @@ def open_run(cfg: ExperimentConfig) -> tuple[Path, bool]:
     run_dir = root / f"run-{len(runs) + 1:03d}"
     run_dir.mkdir(parents=True)
     (run_dir / "config.toml").write_text(resolved)
-    (run_dir / "versions.json").write_text(json.dumps(_versions(), indent=2) + "\n")
+    (run_dir / "versions.json").write_text(json.dumps(versions(), indent=2) + "\n")
     return run_dir, False
 
 
@@ -41,7 +41,8 @@ def _read(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-def _versions() -> dict:
+def versions() -> dict:
+    """Python, the stack's package versions and the git commit: what reproducing a run needs."""
     packages = {}
     for name in PACKAGES:
         try:

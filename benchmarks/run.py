@@ -1,0 +1,389 @@
+"""The benchmark suite: every figure measured side by side in one process, printed as a table and saved as JSON.
+
+1. Input-pipeline overhead: step time fed by `build_datasets` (augmentation on) ÷ the same batches from memory.
+2. Training throughput: `training.fit.train` (the real path) ÷ plain `model.fit` on numpy arrays.
+3. Inference latency at batch 1 and 64: Keras, the reloaded SavedModel and ONNX Runtime.
+4. Accuracy and wall time of the default experiment, trained in full.
+5. Tuning: the default config's test accuracy beside the tuned config's, after a fixed search budget.
+
+`python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from unittest import mock
+
+import keras
+import numpy as np
+import onnxruntime as ort
+import tensorflow as tf
+
+import training.fit
+from export import export_run
+from export.publish import float32_model
+from kerasline.config import EXPERIMENTS_DIR, ExperimentConfig, load_experiment
+from pipelines import build_datasets
+from pipelines.sources import load_splits
+from training.fit import compile_model, setup
+from training.runs import versions
+from tuning import tune
+
+EXPERIMENT = "mnist_cnn"
+QUICK_OVERRIDES = ["data.limit=1200", "training.epochs=2"]
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+# keras pob = predict_on_batch (a traced function); keras call = model(x, training=False), eager.
+LATENCY_COLUMNS = ("keras_predict_on_batch", "keras_call", "saved_model", "onnxruntime")
+TARGETS = {"pipeline_overhead_max": 1.05, "ort_vs_saved_model_batch1_max": 0.5, "test_accuracy_min": 0.99}
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Per-epoch wall times: the training steps alone, and the whole epoch cycle.
+
+    An epoch's cycle runs from its on_epoch_begin to the next one (or to on_train_end), so it includes
+    every callback's end-of-epoch work wherever this timer sits in the list. Steps end at validation
+    (on_test_begin) or, without validation, at on_epoch_end.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch_s: list[float] = []
+        self.steps_s: list[float] = []
+        self._begin: float | None = None
+        self._steps_end: float | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        now = time.perf_counter()
+        self._close(now)
+        self._begin, self._steps_end = now, None
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._begin is not None and self._steps_end is None:
+            self._steps_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.on_test_begin()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._close(time.perf_counter())
+
+    def _close(self, now: float) -> None:
+        if self._begin is not None:
+            self.epoch_s.append(now - self._begin)
+            self.steps_s.append(self._steps_end - self._begin)
+            self._begin = None
+
+
+def steady(times: list[float]) -> float:
+    """Median over the epochs after the first, which pays for tracing and cache filling."""
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def experiment(tmp: Path, quick: bool, *overrides: str) -> ExperimentConfig:
+    """The default experiment, with its runs and exports kept in `tmp`."""
+    redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
+    return load_experiment(EXPERIMENT, [*redirect, *(QUICK_OVERRIDES if quick else []), *overrides])
+
+
+def fresh_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
+    """The same architecture, optimiser and seed as `train` builds."""
+    with setup(cfg).scope():
+        return compile_model(cfg, steps_per_epoch)
+
+
+def train_default(cfg: ExperimentConfig) -> dict:
+    """Item 4 (and the "ours" side of item 2): the full `train` run, with an epoch timer added to its callbacks."""
+    timer = EpochTimer()
+    make_callbacks = training.fit.make_callbacks
+    # train() takes no extra callbacks, so its factory is wrapped. Timing begin-to-begin cycles from the front of
+    # the list still counts every other callback's end-of-epoch work.
+    with mock.patch.object(training.fit, "make_callbacks", lambda *args: [timer, *make_callbacks(*args)]):
+        start = time.perf_counter()
+        result = training.fit.train(cfg)
+        wall_s = time.perf_counter() - start
+    return {
+        "run_dir": result.run_dir,
+        "epochs_run": len(timer.epoch_s),  # this run is fresh (a new runs_dir), so every epoch ran here
+        "wall_s": wall_s,
+        "test_metrics": result.metrics,
+        "epoch_s": timer.epoch_s,
+        "steps_s": timer.steps_s,
+    }
+
+
+def plain_fit(cfg: ExperimentConfig, epochs: int) -> dict:
+    """Item 2 baseline: `model.fit` on numpy arrays: no augmentation, no validation, none of train()'s callbacks."""
+    train = load_splits(cfg.data, cfg.seed).train
+    n = int(train.cardinality())
+    x, y = (t.numpy() for t in train.batch(n).get_single_element())
+    model = fresh_model(cfg, steps_per_epoch=-(-n // cfg.data.batch_size))
+    timer = EpochTimer()
+    model.fit(x.astype(np.float32), y, batch_size=cfg.data.batch_size, epochs=epochs, callbacks=[timer], verbose=0)
+    return {"samples": n, "epoch_s": timer.epoch_s}
+
+
+def throughput(ours: dict, plain: dict) -> dict:
+    n = plain["samples"]
+    ours_sps, ours_steps_sps = n / steady(ours["epoch_s"]), n / steady(ours["steps_s"])
+    plain_sps = n / steady(plain["epoch_s"])
+    return {
+        "samples_per_epoch": n,
+        "ours_samples_per_s": ours_sps,
+        "ours_steps_only_samples_per_s": ours_steps_sps,
+        "plain_samples_per_s": plain_sps,
+        "ratio": ours_sps / plain_sps,
+        "steps_only_ratio": ours_steps_sps / plain_sps,
+        "ours_epoch_s": ours["epoch_s"],
+        "ours_steps_s": ours["steps_s"],
+        "plain_epoch_s": plain["epoch_s"],
+    }
+
+
+def pipeline_overhead(cfg: ExperimentConfig, epochs: int) -> dict:
+    """Item 1: two identical fresh models, one fed by the pipeline, one by the same batches from memory.
+
+    Each feed runs as train() runs it, one fit over a continuous multi-epoch stream. The feeds take turns
+    in ABBA blocks of `epochs` so a trend in machine load falls on both; each block's first epoch
+    (tracing, iterator and cache start-up) is dropped.
+    """
+    data = build_datasets(cfg)
+    steps = data.steps_per_epoch
+    # One epoch of the pipeline's output, augmented once, then replayed from memory in the same batches.
+    x, y = (np.concatenate(parts) for parts in zip(*data.train(0, 1).as_numpy_iterator(), strict=True))
+    memory = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg.data.batch_size).cache()
+    feeds = {
+        "pipeline": lambda block: data.train(block * epochs, (block + 1) * epochs),
+        "in_memory": lambda block: memory.repeat(epochs).prefetch(tf.data.AUTOTUNE),
+    }
+    models = {name: fresh_model(cfg, steps) for name in feeds}
+    epoch_s: dict[str, list[float]] = {name: [] for name in feeds}
+    for block, name in enumerate(["pipeline", "in_memory", "in_memory", "pipeline"]):
+        timer = EpochTimer()
+        feed = feeds[name](block)
+        models[name].fit(feed, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)
+        epoch_s[name] += timer.steps_s[1:]
+    step_ms = {name: 1000 * statistics.median(times) / steps for name, times in epoch_s.items()}
+    return {
+        "steps_per_epoch": steps,
+        "epochs_per_block": epochs,
+        "pipeline_step_ms": step_ms["pipeline"],
+        "in_memory_step_ms": step_ms["in_memory"],
+        "ratio": step_ms["pipeline"] / step_ms["in_memory"],
+        "pipeline_epoch_s": epoch_s["pipeline"],
+        "in_memory_epoch_s": epoch_s["in_memory"],
+    }
+
+
+# Item 5's fixed budget: random search over the CNN family's default space, each trial a short training run.
+TUNING_BUDGET = ["tune.algorithm=random", "tune.max_trials=8", "tune.epochs=6"]
+QUICK_TUNING_BUDGET = ["tune.algorithm=random", "tune.max_trials=2", "tune.epochs=1"]
+
+
+def tuning(tmp: Path, quick: bool, default_accuracy: float) -> dict:
+    """Item 5: search with a fixed budget, train the tuned experiment in full, compare test accuracy with item 4."""
+    experiment_file = tmp / f"{EXPERIMENT}.toml"  # tune writes tuned/ beside the file: keep it out of the repo
+    experiment_file.write_text((EXPERIMENTS_DIR / f"{EXPERIMENT}.toml").read_text())
+    redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}", *(QUICK_OVERRIDES if quick else [])]
+    budget = QUICK_TUNING_BUDGET if quick else TUNING_BUDGET
+    start = time.perf_counter()
+    searched = tune(
+        load_experiment(str(experiment_file), [*redirect, *budget]), experiment_file, [*redirect, *budget], restart=True
+    )
+    search_s = time.perf_counter() - start
+    tuned = training.fit.train(load_experiment(str(searched.tuned_experiment)))
+    return {
+        "budget": budget,
+        "search_s": search_s,
+        "best_validation": searched.best,
+        "default_test_accuracy": default_accuracy,
+        "tuned_test_accuracy": tuned.metrics["accuracy"],
+        "gain_points": 100 * (tuned.metrics["accuracy"] - default_accuracy),
+    }
+
+
+def runners(model: keras.Model, serve: Callable, session: ort.InferenceSession, images: np.ndarray) -> dict:
+    """One inference call per runtime on `images` (uint8), inputs converted beforehand as a caller would hold them."""
+    floats, tensor = images.astype(np.float32), tf.constant(images)
+    return {
+        "keras_predict_on_batch": lambda: model.predict_on_batch(floats),
+        "keras_call": lambda: model(floats, training=False).numpy(),
+        "saved_model": lambda: serve(image=tensor)["probabilities"].numpy(),
+        "onnxruntime": lambda: session.run(["probabilities"], {"image": images})[0],
+    }
+
+
+def median_ms(call: Callable[[], object], calls: int, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict:
+    """Item 3: the run exported as the project publishes it, then each runtime timed in this process."""
+    version = export_run(cfg, run_dir)
+    model = float32_model(cfg, run_dir / "best.weights.h5")
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    test = load_splits(cfg.data, cfg.seed).test
+    images = test.batch(max(calls)).take(1).get_single_element()[0].numpy()
+    ms = {
+        batch: {name: median_ms(call, n) for name, call in runners(model, serve, session, images[:batch]).items()}
+        for batch, n in calls.items()
+    }
+    return {
+        "calls": calls,
+        "median_ms": ms,
+        "ort_vs_saved_model_batch1": ms[1]["onnxruntime"] / ms[1]["saved_model"],
+        "verification": json.loads((version / "verification.json").read_text()),
+    }
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "cpu_model": None, "flags": {}}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    info["cpu_model"] = fields.get("model name")
+    info["flags"] = {
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": sorted(f for f in flags if f.startswith("amx")),
+    }
+    return info
+
+
+def table(results: dict) -> str:
+    """Rows of (figure, value, target, met?)."""
+    pipe, thr, lat, acc, tun = (results[k] for k in ("input_pipeline", "throughput", "latency", "accuracy", "tuning"))
+    accuracy, ort_ratio = acc["test_metrics"]["accuracy"], lat["ort_vs_saved_model_batch1"]
+
+    def met(ok: bool) -> str:
+        return "yes" if ok else "NO"
+
+    def pair(a: float, b: float, digits: int) -> str:
+        return f"{a:.{digits}f} | {b:.{digits}f}"
+
+    rows = [
+        (
+            "1. input pipeline: step time, ours / in-memory",
+            f"{pipe['ratio']:.3f}",
+            "<= 1.05",
+            met(pipe["ratio"] <= TARGETS["pipeline_overhead_max"]),
+        ),
+        ("   step ms: pipeline | in-memory", pair(pipe["pipeline_step_ms"], pipe["in_memory_step_ms"], 1), "", ""),
+        ("2. training throughput, ours / plain fit", f"{thr['ratio']:.3f}", "", ""),
+        ("   samples/s: ours | plain fit", pair(thr["ours_samples_per_s"], thr["plain_samples_per_s"], 0), "", ""),
+        ("   ours, training steps only / plain fit", f"{thr['steps_only_ratio']:.3f}", "", ""),
+    ]
+    for batch, ms in lat["median_ms"].items():
+        value = " | ".join(f"{ms[k]:.2f}" for k in LATENCY_COLUMNS)
+        rows.append((f"3. latency ms, batch {batch}: keras pob | keras call | SM | ORT", value, "", ""))
+    rows += [
+        (
+            "   ORT / SavedModel, batch 1",
+            f"{ort_ratio:.3f}",
+            "<= 0.50",
+            met(ort_ratio <= TARGETS["ort_vs_saved_model_batch1_max"]),
+        ),
+        (
+            "4. test accuracy, default experiment",
+            f"{100 * accuracy:.2f}%",
+            ">= 99.0%",
+            met(accuracy >= TARGETS["test_accuracy_min"]),
+        ),
+        ("   training wall time (epochs run)", f"{acc['wall_s']:.0f} s ({acc['epochs_run']})", "", ""),
+        (
+            "5. test accuracy: default | tuned",
+            pair(100 * tun["default_test_accuracy"], 100 * tun["tuned_test_accuracy"], 2),
+            "tuned > default",
+            met(tun["gain_points"] > 0),
+        ),
+        (
+            "   tuning budget (search wall time)",
+            f"{' '.join(b.split('.')[-1] for b in tun['budget'])} ({tun['search_s']:.0f} s)",
+            "",
+            "",
+        ),
+    ]
+    lines = [("figure", "value", "target", "met?"), *rows]
+    widths = [max(len(row[i]) for row in lines) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"shrink everything ({' '.join(QUICK_OVERRIDES)})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
+    args = parser.parse_args(argv)
+    epochs = 2 if args.quick else 3
+    started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    # Other work on the machine skews every timing here; the load average before we start is the witness.
+    load_before = os.getloadavg()[0]
+
+    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
+        cfg = experiment(Path(tmp), args.quick)
+        short = experiment(Path(tmp), args.quick, f"training.epochs={epochs}")
+        print(f"[4] training {cfg.name} in full ({cfg.training.epochs} epochs at most)", flush=True)
+        trained = train_default(cfg)
+        print("[2] plain model.fit on numpy arrays", flush=True)
+        plain = plain_fit(short, epochs)
+        print("[1] input pipeline vs the same batches in memory", flush=True)
+        pipe = pipeline_overhead(short, epochs)
+        print("[3] export and inference latency", flush=True)
+        lat = latency(cfg, trained["run_dir"], calls={1: 50, 64: 10} if args.quick else {1: 200, 64: 50})
+        print("[5] tuning with a fixed budget, then training the tuned experiment in full", flush=True)
+        tun = tuning(Path(tmp), args.quick, trained["test_metrics"]["accuracy"])
+
+    results = {
+        "mode": "quick" if args.quick else "full",
+        "started": started,
+        "elapsed_s": time.perf_counter() - start,
+        "machine": {**machine(), "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0]},
+        "versions": versions(),
+        "experiment": EXPERIMENT,
+        "overrides": QUICK_OVERRIDES if args.quick else [],
+        "targets": TARGETS,
+        "input_pipeline": pipe,
+        "throughput": throughput(trained, plain),
+        "latency": lat,
+        "accuracy": {k: v for k, v in trained.items() if k != "run_dir"},
+        "tuning": tun,
+    }
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(
+        f"\nkerasline benchmarks ({results['mode']}, {results['elapsed_s']:.0f} s, "
+        f"{results['machine']['cpu_model']}, {results['machine']['cpu_count']} CPUs)"
+    )
+    if load_before >= 0.5:
+        print(f"warning: 1-minute load average was {load_before:.2f} before the run; timings share the CPUs")
+    print(table(results))
+    if tun["gain_points"] <= 0:
+        print(
+            f"tuning did not earn its keep here: {tun['gain_points']:+.2f} points on test for {tun['search_s']:.0f} s"
+        )
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
