@@ -1,4 +1,4 @@
-"""`kerasline`: train, evaluate, export and print experiments. User errors: one line, exit code 2."""
+"""`kerasline`: train, tune, evaluate, export and print experiments. User errors: one line, exit code 2."""
 
 import argparse
 import json
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from kerasline.config import ExperimentConfig, load_experiment, to_toml
-from kerasline.errors import UserError
+from kerasline.errors import Preempted, UserError
 
 DEFAULT_EXPERIMENT = "mnist_cnn"
 
@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:
-        if type(e).__name__ != "Preempted":  # training.fit.Preempted, without importing TF for every command
-            raise
+    except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return 128 + signal.SIGTERM
     return 0
@@ -75,7 +73,7 @@ def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
         return
     result = train(cfg)
     _report_skipped(result.skipped)
-    print(f"run:         {result.run_dir}{' (resumed)' if result.resumed else ''}")
+    print(f"run:         {result.run_dir}{f' (resumed at {result.resumed_at})' if result.resumed_at else ''}")
     print(f"replicas:    {result.replicas}")
     print(f"logs:        {result.run_dir / 'logs'}  (make tensorboard)")
     print(f"test:        {_metrics_line(result.metrics)}  ({result.run_dir / 'metrics.json'})")

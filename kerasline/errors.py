@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data file or record that cannot be used."""
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM after writing a checkpoint; rerunning the same command resumes it."""

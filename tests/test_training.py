@@ -108,10 +108,14 @@ def test_confusion_matrix_renders_to_an_image():
 def test_only_an_unfinished_run_with_the_same_config_is_resumed(tiny_cfg):
     from training.runs import open_run
 
-    run, resumed = open_run(tiny_cfg)
-    assert not resumed
-    assert open_run(tiny_cfg) == (run, True)  # unfinished, same config: resume
+    run = open_run(tiny_cfg)
+    assert run.name == "run-001"
+    assert open_run(tiny_cfg) == run  # unfinished, same config: resume it
     (run / "metrics.json").write_text("{}")
-    assert open_run(tiny_cfg) == (run.parent / "run-002", False)  # finished: a new run
+    assert open_run(tiny_cfg) == run.parent / "run-002"  # finished: a new run
     changed = tiny_cfg.model_copy(update={"seed": 1})
-    assert open_run(changed) == (run.parent / "run-003", False)  # another config: a new run
+    assert open_run(changed) == run.parent / "run-003"  # another config: a new run
+    (run.parent / "run-002").rename(run.parent / "run-999")  # gaps and four digits: numbered past the highest
+    (run.parent / "run-999" / "metrics.json").write_text("{}")
+    (run.parent / "run-003" / "metrics.json").write_text("{}")
+    assert open_run(tiny_cfg) == run.parent / "run-1000"

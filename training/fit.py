@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from kerasline.config import ExperimentConfig
-from kerasline.errors import UserError
+from kerasline.errors import Preempted, UserError
 from kerasline.files import write_text_atomic
 from models import build_model
 from pipelines import Datasets, build_datasets
@@ -25,14 +25,10 @@ from training.strategy import make_strategy
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
-    resumed: bool
+    resumed_at: str | None  # "epoch 3" or "epoch 2, step 5": where this call picked the run up
     replicas: int
     metrics: dict
     skipped: tuple[str, ...]
-
-
-class Preempted(Exception):
-    """Training stopped on SIGTERM after writing a checkpoint; rerunning resumes it."""
 
 
 def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
@@ -57,7 +53,7 @@ def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
 def train(cfg: ExperimentConfig) -> TrainResult:
     strategy = setup(cfg)
     data = build_datasets(cfg)
-    run_dir, resumed = open_run(cfg)
+    run_dir = open_run(cfg)
     with strategy.scope():
         model = compile_model(cfg, data.steps_per_epoch)
         resume = restore(run_dir, model)
@@ -74,11 +70,14 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         )
     if checkpoint.preempted_at:
         raise Preempted(f"stopped by SIGTERM; checkpoint {checkpoint.preempted_at}; rerun the same command to resume")
+    if not (run_dir / "best.weights.h5").exists():
+        raise UserError(f"no epoch gave a finite {cfg.training.monitor}; nothing to test or export in {run_dir}")
     model.load_weights(run_dir / "best.weights.h5")
     metrics = _test_metrics(model, data.test)
     write_text_atomic(run_dir / "metrics.json", json.dumps({"test": metrics}, indent=2) + "\n")
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    return TrainResult(run_dir, resumed, strategy.num_replicas_in_sync, metrics, data.skipped)
+    resumed_at = f"epoch {resume.epoch + 1}" + (f", step {resume.step}" if resume.step else "") if resume.path else None
+    return TrainResult(run_dir, resumed_at, strategy.num_replicas_in_sync, metrics, data.skipped)
 
 
 def _fit(model: keras.Model, data: Datasets, resume: ResumePoint, callbacks: list) -> None:

@@ -16,25 +16,30 @@ from kerasline.errors import UserError
 PACKAGES = ["tensorflow", "keras", "tensorflow-datasets", "tensorboard", "tf2onnx", "onnx", "onnxruntime", "numpy"]
 
 
-def open_run(cfg: ExperimentConfig) -> tuple[Path, bool]:
-    """The unfinished run with this exact config if there is one (resumed), else a new run."""
+def open_run(cfg: ExperimentConfig) -> Path:
+    """The unfinished run with this exact config if there is one (to resume), else a new run."""
     root = Path(cfg.runs_dir) / cfg.name
-    runs = sorted(root.glob("run-[0-9][0-9][0-9]"))
+    runs = _runs(root)
     resolved = to_toml(cfg)
     if runs and not (runs[-1] / "metrics.json").exists() and _read(runs[-1] / "config.toml") == resolved:
-        return runs[-1], True
-    run_dir = root / f"run-{len(runs) + 1:03d}"
+        return runs[-1]
+    run_dir = root / f"run-{int(runs[-1].name[4:]) + 1 if runs else 1:03d}"
     run_dir.mkdir(parents=True)
     (run_dir / "config.toml").write_text(resolved)
     (run_dir / "versions.json").write_text(json.dumps(versions(), indent=2) + "\n")
-    return run_dir, False
+    return run_dir
 
 
 def latest_finished_run(cfg: ExperimentConfig) -> Path:
-    runs = sorted((Path(cfg.runs_dir) / cfg.name).glob("run-[0-9][0-9][0-9]/metrics.json"))
-    if not runs:
+    finished = [run for run in _runs(Path(cfg.runs_dir) / cfg.name) if (run / "metrics.json").exists()]
+    if not finished:
         raise UserError(f"no finished run of {cfg.name!r} under {cfg.runs_dir}/; train it first")
-    return runs[-1].parent
+    return finished[-1]
+
+
+def _runs(root: Path) -> list[Path]:
+    """run-001, run-002, ... in numeric order (run-1000 sorts after run-999)."""
+    return sorted((p for p in root.glob("run-*") if p.name[4:].isdigit()), key=lambda p: int(p.name[4:]))
 
 
 def _read(path: Path) -> str | None:

@@ -50,7 +50,7 @@ def test_killed_deterministic_run_finishes_exactly_like_an_uninterrupted_one(
 
     resumed = run(path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "run:         runs/rel/run-001 (resumed)" in resumed.stdout
+    assert f"run:         runs/rel/run-001 (resumed at epoch {resumed_epoch + 1})" in resumed.stdout
     first_epoch = next(line for line in resumed.stdout.splitlines() if line.startswith("Epoch "))
     assert first_epoch == f"Epoch {resumed_epoch + 1}/3"
 
