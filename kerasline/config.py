@@ -7,6 +7,8 @@ names the key, with a "did you mean" where a close match exists.
 
 import copy
 import difflib
+import functools
+import operator
 import re
 import tomllib
 import types
@@ -66,6 +68,9 @@ class DataConfig(Section):
     augment: AugmentConfig = AugmentConfig()
 
 
+Initializer = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
+
+
 class CNNConfig(Section):
     """A VGG-style stack: blocks of 3×3 convs, each block ending in 2×2 max-pooling."""
 
@@ -82,9 +87,100 @@ class CNNConfig(Section):
     batch_norm: bool = True
     dense_units: int = Field(128, ge=1, le=65_536)
     dropout: float = Field(0.3, ge=0, lt=1)
-    initializer: Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"] = "he_normal"
+    initializer: Initializer = "he_normal"
     l1: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
+
+    size_key: ClassVar[str] = "model.filters"  # what sets min_side, for the error message
+
+    def min_side(self) -> int:
+        return 2 ** len(self.filters)
+
+
+class MLPConfig(Section):
+    """Dense layers on the flattened pixels. The course's MNIST MLP is hidden_units = [64, 32]."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-1, "sampling": "log"},
+        "model.dropout": {"type": "float", "min": 0.0, "max": 0.5},
+        "model.activation": {"type": "choice", "values": ["relu", "elu", "swish"]},
+    }
+
+    name: Literal["mlp"]
+    hidden_units: tuple[Width, ...] = Field((64, 32), min_length=1, max_length=16)
+    activation: Literal["relu", "leaky_relu", "elu", "swish", "tanh", "sigmoid"] = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    initializer: Initializer = "glorot_uniform"
+    l2: float = Field(0.0, ge=0)
+
+    size_key: ClassVar[str] = "model.name"
+
+    def min_side(self) -> int:
+        return 1
+
+
+class LeNetConfig(Section):
+    """LeNet-style: 5×5 convs to 6 and 16 channels, each then 2×2 max-pooling; dense 120 → 84 → classes."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 1e-2, "sampling": "log"},
+    }
+
+    name: Literal["lenet"]
+    activation: Literal["relu", "tanh"] = "relu"
+
+    size_key: ClassVar[str] = "model.name"
+
+    def min_side(self) -> int:
+        return 16  # two valid 5×5 convs, each followed by a 2×2 pool, leave at least 1×1
+
+
+class WideCNNConfig(Section):
+    """Six 3×3 convs (32, 64, 128, 128, 256, 256), BatchNorm after the 1st, 3rd and 5th, a max-pool after
+    every second; dropout; dense 1024 → 512 → classes."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 5e-3, "sampling": "log"},
+        "model.dropout": {"type": "float", "min": 0.0, "max": 0.3},
+    }
+
+    name: Literal["wide_cnn"]
+    dropout: float = Field(0.05, ge=0, lt=1)
+
+    size_key: ClassVar[str] = "model.name"
+
+    def min_side(self) -> int:
+        return 8
+
+
+class ResNetConfig(Section):
+    """A small ResNet: a 3×3 stem, stages of basic residual blocks (the first of each later stage halves
+    the side and doubles the width), global average pooling, a dense classifier."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 5e-3, "sampling": "log"},
+        "model.width": {"type": "choice", "values": [8, 16, 32]},
+    }
+
+    name: Literal["resnet"]
+    stages: tuple[Annotated[int, Field(ge=1, le=16)], ...] = Field((2, 2, 2), min_length=1, max_length=6)
+    width: int = Field(16, ge=1, le=1024, description="filters of the first stage")
+    l2: float = Field(0.0, ge=0)
+
+    size_key: ClassVar[str] = "model.stages"
+
+    def min_side(self) -> int:
+        return 2 ** (len(self.stages) - 1)
+
+
+MODEL_CONFIGS = {
+    "cnn": CNNConfig,
+    "mlp": MLPConfig,
+    "lenet": LeNetConfig,
+    "wide_cnn": WideCNNConfig,
+    "resnet": ResNetConfig,
+}
+ModelConfig = Annotated[functools.reduce(operator.or_, MODEL_CONFIGS.values()), Field(discriminator="name")]
 
 
 class OptimizerConfig(Section):
@@ -180,14 +276,17 @@ class ExperimentConfig(Section):
     deterministic: bool = Field(False, description="seeded, order-preserving pipelines and op determinism")
     runs_dir: str = "runs"
     data: DataConfig = DataConfig()
-    model: CNNConfig = CNNConfig()
+    model: ModelConfig = CNNConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
     tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="before")
     @classmethod
-    def _default_space(cls, raw: Any) -> Any:
+    def _defaults(cls, raw: Any) -> Any:
+        """A [model] without a name is the CNN; an empty [tune.space] is the model family's default space."""
+        if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "name" not in raw["model"]:
+            raw = {**raw, "model": {"name": "cnn", **raw["model"]}}
         tune = raw.get("tune", {}) if isinstance(raw, dict) else None
         if isinstance(tune, dict) and not tune.get("space"):
             model = raw.get("model")
@@ -195,6 +294,16 @@ class ExperimentConfig(Section):
             config = MODEL_CONFIGS.get(family, CNNConfig) if isinstance(family, str) else CNNConfig
             raw = {**raw, "tune": {**tune, "space": config.default_space}}  # a wrong name is reported later
         return raw
+
+    @model_validator(mode="after")
+    def _model_fits_the_image(self) -> "ExperimentConfig":
+        need, side = self.model.min_side(), min(self.data.image_shape[:2])
+        if need > side:
+            raise ValueError(
+                f"{self.model.size_key}: {self.model.name} as configured needs images of at least {need}x{need}, "
+                f"but data.image_shape is {list(self.data.image_shape)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _space_fits_the_config(self, info: ValidationInfo) -> "ExperimentConfig":
@@ -217,22 +326,11 @@ class ExperimentConfig(Section):
                     raise ValueError(f"tune.space: {key} = {value!r} is invalid: {_describe(e.errors()[0])}") from None
         return self
 
-    @model_validator(mode="after")
-    def _pooling_fits_the_image(self) -> "ExperimentConfig":
-        blocks, side = len(self.model.filters), min(self.data.image_shape[:2])
-        if 2**blocks > side:
-            raise ValueError(
-                f"model.filters: {blocks} pooling blocks need images of at least {2**blocks}x{2**blocks}, "
-                f"but data.image_shape is {list(self.data.image_shape)}"
-            )
-        return self
-
     @property
     def model_name(self) -> str:
         return self.export.model_name or self.name
 
 
-MODEL_CONFIGS = {"cnn": CNNConfig}
 _CHECKING_SPACE = "checking a tune.space value"
 
 
@@ -321,17 +419,24 @@ def to_toml(cfg: ExperimentConfig) -> str:
 def _describe(error: dict) -> str:
     """One line for one pydantic error: the dotted key, what is wrong, and a close match."""
     loc = [str(p) for p in error["loc"]]
-    key = ".".join(loc)
+    key = ".".join(_without_tags(loc))
     try:
         if error["type"] == "extra_forbidden":
-            known = list(_field_at(ExperimentConfig, loc[:-1]).model_fields)
+            known = list(_model_at(loc[:-1]).model_fields)
             return f"{key}: unknown key{_did_you_mean(loc[-1], known)}"
         if error["type"] == "literal_error":
-            allowed = [str(a) for a in typing.get_args(_annotation_at(loc))]
+            allowed = [
+                str(a) for a in typing.get_args(_strip_optional(_model_at(loc[:-1]).model_fields[loc[-1]].annotation))
+            ]
             got = str(error["input"])
             return f"{key}: {got!r} is not one of {', '.join(allowed)}{_did_you_mean(got, allowed)}"
-    except (KeyError, AttributeError):  # a location the schema walk cannot follow: no suggestion
+    except (KeyError, AttributeError, TypeError):  # a location the schema walk cannot follow: no suggestion
         pass
+    if error["type"] == "union_tag_invalid":  # model.name, or a tune.space entry's type
+        ctx = error["ctx"]
+        allowed, tag = re.findall(r"'([^']*)'", ctx["expected_tags"]), str(ctx["tag"])
+        field = ctx["discriminator"].strip("'")
+        return f"{key}.{field}: {tag!r} is not one of {', '.join(allowed)}{_did_you_mean(tag, allowed)}"
     if error["type"] == "value_error":  # our own checks: their message names the keys
         message = str(error["ctx"]["error"])
         return f"{key}: {message}" if loc else message
@@ -339,20 +444,32 @@ def _describe(error: dict) -> str:
     return f"{key}: {error['msg'].lower()} (got {got if len(got) <= 60 else got[:57] + '...'})"
 
 
+SPACE_TAGS = {"float", "int", "choice", "bool"}
+
+
+def _without_tags(loc: list[str]) -> list[str]:
+    """pydantic puts the chosen member of a tagged union in the location (model.mlp.dropout): drop it."""
+    return [
+        part
+        for i, part in enumerate(loc)
+        if not (i >= 1 and loc[i - 1] == "model" and part in MODEL_CONFIGS)
+        and not (i >= 3 and loc[i - 3 : i - 1] == ["tune", "space"] and part in SPACE_TAGS)
+    ]
+
+
 def _did_you_mean(word: str, choices: list[str]) -> str:
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def _field_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel]:
-    for part in loc:
-        model = _strip_optional(model.model_fields[part].annotation)
-    return model
-
-
-def _annotation_at(loc: list[str]) -> Any:
-    parent = _field_at(ExperimentConfig, loc[:-1])
-    return _strip_optional(parent.model_fields[loc[-1]].annotation)
+def _model_at(loc: list[str]) -> type[BaseModel]:
+    """The config class at a location; at the model union, the next part of the location names the member."""
+    node, parts = ExperimentConfig, iter(loc)
+    for part in parts:
+        node = _strip_optional(node.model_fields[part].annotation)
+        if typing.get_origin(node) in (typing.Union, types.UnionType):
+            node = MODEL_CONFIGS[next(parts)]
+    return node
 
 
 def _strip_optional(annotation: Any) -> Any:

@@ -4,8 +4,18 @@ import keras
 
 from kerasline.config import ExperimentConfig
 from models.cnn import build_cnn
+from models.lenet import build_lenet
+from models.mlp import build_mlp
+from models.resnet import build_resnet
+from models.wide_cnn import build_wide_cnn
 
-BUILDERS = {"cnn": build_cnn}
+BUILDERS = {
+    "cnn": build_cnn,
+    "mlp": build_mlp,
+    "lenet": build_lenet,
+    "wide_cnn": build_wide_cnn,
+    "resnet": build_resnet,
+}
 
 
 def build_model(cfg: ExperimentConfig) -> keras.Model:

@@ -137,6 +137,12 @@ def _tfds_splits(cfg: DataConfig) -> Splits:
         )
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(f"data.name: no TFDS dataset named {cfg.name!r}") from None
+    except Exception as e:  # downloading and preparing fail in many ways (network, disk, format): say which
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise DataError(
+            f"tfds {cfg.name!r}: could not download or prepare it ({type(e).__name__}: {reason}); "
+            "it needs network access once, or a prepared copy in ~/tensorflow_datasets"
+        ) from None
     image, label = info.features["image"], info.features["label"]
     if tuple(image.shape) != tuple(cfg.image_shape):
         raise DataError(

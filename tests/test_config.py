@@ -42,7 +42,7 @@ def test_overrides_parse_values_as_toml():
             "training.optimizer.name: 'adm' is not one of sgd, rmsprop, adagrad, adam, adamw (did you mean 'adam'?)",
         ),
         ("data.batch_size=0", "data.batch_size: input should be greater than or equal to 1 (got 0)"),
-        ("model.filters=[8, 8, 8, 8, 8]", "model.filters: 5 pooling blocks need images of at least 32x32"),
+        ("model.filters=[8, 8, 8, 8, 8]", "model.filters: cnn as configured needs images of at least 32x32"),
         ("model.dropout=1.5", "model.dropout: input should be less than 1"),
         ("training.epochs=three", "training.epochs: input should be a valid integer"),
         ("data.augment.zoom=-0.1", "data.augment.zoom: input should be greater than or equal to 0"),
@@ -114,3 +114,8 @@ def test_cli_bad_toml_is_one_line(kerasline, tmp_path):
     bad.write_text("[data\nname = 1\n")
     proc = kerasline("config", str(bad))
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_model_section_without_a_name_is_the_cnn():
+    cfg = validate({"name": "x", "model": {"filters": [8]}})
+    assert cfg.model.name == "cnn" and cfg.model.filters == (8,)

@@ -103,3 +103,19 @@ def test_non_utf8_experiment_file_is_one_line(kerasline, tmp_path):
 def test_run_dir_outside_the_experiment_is_refused(trained, kerasline, tmp_path):
     proc = kerasline("export", str(trained["experiment"]), "--run", str(tmp_path))
     assert proc.returncode == 2 and "must be a run of 'tiny'" in proc.stderr
+
+
+def test_tfds_download_failure_is_one_line(tiny_cfg, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("HTTPSConnectionPool(host='example.org'): Failed to resolve 'example.org'\nmore")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    cfg = tiny_cfg.data.model_copy(update={"source": "tfds", "name": "cifar10", "image_shape": (32, 32, 3)})
+    with pytest.raises(DataError) as err:
+        load_splits(cfg, 0)
+    assert str(err.value) == (
+        "tfds 'cifar10': could not download or prepare it (ConnectionError: HTTPSConnectionPool(host='example.org'): "
+        "Failed to resolve 'example.org'); it needs network access once, or a prepared copy in ~/tensorflow_datasets"
+    )
