@@ -33,7 +33,7 @@ evaluate: setup  ## test-split metrics of EXP's latest finished run
 export: setup  ## export EXP's latest finished run: SavedModel + ONNX, verified
 	$(KL) export $(EXP) $(SET)
 
-tensorboard: setup  ## serve runs/ on 127.0.0.1:$(PORT)
+tensorboard: setup  ## serve runs/ on 127.0.0.1 (PORT=6006)
 	@echo "TensorBoard: http://127.0.0.1:$(PORT)/  (logdir runs/)"
 	$(BIN)/tensorboard --logdir runs --host 127.0.0.1 --port $(PORT)
 

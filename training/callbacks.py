@@ -53,11 +53,13 @@ class ConfusionMatrix(keras.callbacks.Callback):
         super().__init__()
         self.log_dir, self.validation, self.num_classes = str(log_dir), validation, num_classes
 
+    def on_train_begin(self, logs=None):
+        self.labels = np.concatenate([y.numpy() for _, y in self.validation])  # once, not every epoch
+
     def on_epoch_end(self, epoch, logs=None):
-        labels = np.concatenate([y.numpy() for _, y in self.validation])
         predicted = self.model.predict(self.validation, verbose=0).argmax(-1)
         matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
-        np.add.at(matrix, (labels, predicted), 1)
+        np.add.at(matrix, (self.labels, predicted), 1)
         with tf.summary.create_file_writer(self.log_dir).as_default():
             tf.summary.image("confusion_matrix", render_confusion_matrix(matrix)[None], step=epoch)
 

@@ -31,7 +31,7 @@ from kerasline.config import (
 )
 from kerasline.errors import UserError
 from kerasline.files import write_text_atomic
-from pipelines import build_datasets
+from pipelines import Datasets, build_datasets
 from training.fit import compile_model, setup
 
 
@@ -86,6 +86,7 @@ class ExperimentHyperModel(kt.HyperModel):
     def __init__(self, cfg: ExperimentConfig):
         super().__init__(name=cfg.name)
         self.cfg = cfg
+        self._data: tuple[str, Datasets] | None = None  # the last trial's data, shared by its build and fit
 
     def trial_config(self, hp: kt.HyperParameters) -> ExperimentConfig:
         raw = self.cfg.model_dump(mode="json")
@@ -94,12 +95,18 @@ class ExperimentHyperModel(kt.HyperModel):
             set_dotted(raw, key, sample(hp, key, entry))
         return validate(raw, source="trial")
 
+    def datasets(self, cfg: ExperimentConfig) -> Datasets:
+        key = to_toml(cfg)
+        if self._data is None or self._data[0] != key:
+            self._data = (key, build_datasets(cfg))
+        return self._data[1]
+
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         cfg = self.trial_config(hp)
-        return compile_model(cfg, build_datasets(cfg).steps_per_epoch)
+        return compile_model(cfg, self.datasets(cfg).steps_per_epoch)
 
     def fit(self, hp, model, *args, epochs: int, initial_epoch: int = 0, callbacks=(), verbose=2, **kwargs):
-        data = build_datasets(self.trial_config(hp))
+        data = self.datasets(self.trial_config(hp))
         return model.fit(
             data.train(initial_epoch, epochs),
             steps_per_epoch=data.steps_per_epoch,
