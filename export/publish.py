@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from export.signature import write_onnx, write_saved_model
+from export.signature import serving_function, write_onnx, write_saved_model
 from export.verify import parity_report
 from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
@@ -34,10 +34,11 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
     # SavedModel and ONNX each hold the float32 weights once; graphs and metadata are small beside them.
     ensure_free_space(root, 2 * sum(w.numpy().nbytes for w in model.weights), "an export")
     staging = staging_dir(root)
+    serve = serving_function(model)  # traced once, for the SavedModel, ONNX and the Keras side of parity
     try:
-        write_saved_model(model, str(staging))
-        write_onnx(model, str(staging / "model.onnx"))
-        report = parity_report(model, staging, {"image": sample_images(cfg)}, cfg.export.tolerance)
+        write_saved_model(model, serve, str(staging))
+        write_onnx(serve, str(staging / "model.onnx"))
+        report = parity_report(serve, staging, {"image": sample_images(cfg)}, cfg.export.tolerance)
         report["run_dir"] = str(run_dir)
         (staging / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
         if not report["passed"]:

@@ -15,18 +15,17 @@ def serving_function(model: keras.Model) -> tf.types.experimental.GenericFunctio
     return serve
 
 
-def write_saved_model(model: keras.Model, path: str) -> None:
+def write_saved_model(model: keras.Model, serve: tf.types.experimental.GenericFunction, path: str) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", serving_function(model))
+    archive.add_endpoint("serving_default", serve)
     archive.write_out(path, verbose=False)
 
 
-def write_onnx(model: keras.Model, path: str, opset: int = 17) -> None:
+def write_onnx(serve: tf.types.experimental.GenericFunction, path: str, opset: int = 17) -> None:
     import onnx
     import tf2onnx
 
-    serve = serving_function(model)
     tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset, output_path=path)
     # tf2onnx can write an invalid graph and only log it: the full check makes that an error.
     onnx.checker.check_model(onnx.load(path), full_check=True)

@@ -42,8 +42,10 @@ class AugmentedImages(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         images, _ = next(iter(self.train))
         grid = image_grid(images[: self.count].numpy() / 255.0)
-        with tf.summary.create_file_writer(self.log_dir).as_default():
+        writer = tf.summary.create_file_writer(self.log_dir)
+        with writer.as_default():
             tf.summary.image("augmented_training_images", grid[None], step=0)
+        writer.close()
 
 
 class ConfusionMatrix(keras.callbacks.Callback):
@@ -55,12 +57,16 @@ class ConfusionMatrix(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.labels = np.concatenate([y.numpy() for _, y in self.validation])  # once, not every epoch
+        self.writer = tf.summary.create_file_writer(self.log_dir)  # one event file per fit, not per epoch
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
         predicted = self.model.predict(self.validation, verbose=0).argmax(-1)
         matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
         np.add.at(matrix, (self.labels, predicted), 1)
-        with tf.summary.create_file_writer(self.log_dir).as_default():
+        with self.writer.as_default():
             tf.summary.image("confusion_matrix", render_confusion_matrix(matrix)[None], step=epoch)
 
 
