@@ -93,6 +93,7 @@ def cmd_tune(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
         detail = row["error"] if row["error"] else json.dumps(row["values"])
         print(f"{row['trial']:>5}  {row['status'].lower():<9} {score:>12}  {detail}")
     print(f"\nsearch:      {result.search_dir}  (make tensorboard: HParams)")
+    print(f"replicas:    {result.replicas}")
     print(f"best:        {result.search_dir / 'best.json'}")
     print(f"tuned:       {result.tuned_experiment}  (train it with: kerasline train {result.tuned_experiment})")
 

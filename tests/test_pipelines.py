@@ -98,7 +98,7 @@ def test_flip_is_an_exact_mirror():
     assert 10 < sum(mirrored) < 54  # about half are flipped
 
 
-def test_translation_moves_content_by_the_drawn_offset():
+def test_translation_moves_content_without_losing_it():
     image = np.zeros([1, 9, 9, 1], np.float32)
     image[0, 4, 4, 0] = 255.0
     out = make_augment(AugmentConfig(translation=0.3))(tf.constant(image), tf.constant([5, 6], tf.int64)).numpy()

@@ -38,6 +38,7 @@ from training.fit import compile_model, setup
 @dataclass(frozen=True)
 class SearchResult:
     search_dir: Path
+    replicas: int  # of the distribution strategy each trial trained under
     best: dict  # {"trial": id, "score": float, "values": {dotted key: value}}
     table: list[dict]  # every trial, best first
     tuned_experiment: Path
@@ -77,7 +78,7 @@ def tune(cfg: ExperimentConfig, experiment_file: Path, overrides: list[str], res
     best_json = {"objective": settings.objective, **best, "trials": len(table)}
     write_text_atomic(search_dir / "best.json", json.dumps(best_json, indent=2) + "\n")
     tuned = write_tuned_experiment(cfg, experiment_file, overrides, best)
-    return SearchResult(search_dir, best, table, tuned, stopped_by_budget)
+    return SearchResult(search_dir, strategy.num_replicas_in_sync, best, table, tuned, stopped_by_budget)
 
 
 class ExperimentHyperModel(kt.HyperModel):
@@ -145,7 +146,8 @@ class _Progress:
         super().on_trial_end(trial)
         done = sum(t.status in ("COMPLETED", "FAILED", "INVALID") for t in self.oracle.trials.values())
         best = self.oracle.get_best_trials(1)
-        line = f"trial {trial.trial_id} ({done} of {self.kl_cfg.tune.max_trials}) {trial.status.lower()}"
+        total = f" of {self.oracle.max_trials}" if self.oracle.max_trials else ""  # Hyperband sets its own count
+        line = f"trial {trial.trial_id} ({done}{total}) {trial.status.lower()}"
         if trial.score is not None:
             line += f": {self.kl_cfg.tune.objective} {trial.score:.4f}"
         elif trial.message:
