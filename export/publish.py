@@ -20,6 +20,7 @@ from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
 from kerasline.files import ensure_free_space, remove_stale_staging, staging_dir
 from models import build_model
+from pipelines.datasets import text_vectorizer
 from pipelines.sources import load_splits
 
 
@@ -34,11 +35,17 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
     # SavedModel and ONNX each hold the float32 weights once; graphs and metadata are small beside them.
     ensure_free_space(root, 2 * sum(w.numpy().nbytes for w in model.weights), "an export")
     staging = staging_dir(root)
-    serve = serving_function(model)  # traced once, for the SavedModel, ONNX and the Keras side of parity
+    vectorize = _run_vectorizer(cfg, run_dir)
+    serve = serving_function(model, cfg.data, vectorize)  # traced once: SavedModel, ONNX and parity's Keras side
+    inputs = sample_inputs(cfg)
+    onnx = None
+    if vectorize is not None:  # ONNX has no standard string ops: it takes the token ids
+        tokens = vectorize(inputs["text"]).numpy().astype(np.int32)
+        onnx = (serving_function(model, cfg.data.model_copy(update={"input": "tokens"})), {"tokens": tokens})
     try:
-        write_saved_model(model, serve, str(staging))
-        write_onnx(serve, str(staging / "model.onnx"))
-        report = parity_report(serve, staging, {"image": sample_images(cfg)}, cfg.export.tolerance)
+        write_saved_model([model] + ([vectorize] if vectorize is not None else []), serve, str(staging))
+        write_onnx(onnx[0] if onnx else serve, str(staging / "model.onnx"))
+        report = parity_report(serve, staging, inputs, cfg.export.tolerance, onnx)
         report["run_dir"] = str(run_dir)
         (staging / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
         if not report["passed"]:
@@ -51,7 +58,8 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
 
 
 def float32_model(cfg: ExperimentConfig, weights: Path) -> keras.Model:
-    """The trained model rebuilt in float32, whatever precision it was trained in."""
+    """The trained model rebuilt in float32, whatever precision it was trained in, and with portable
+    recurrent kernels: tf2onnx cannot convert cuDNN's, which Keras picks whenever a GPU is visible."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
@@ -59,14 +67,34 @@ def float32_model(cfg: ExperimentConfig, weights: Path) -> keras.Model:
     finally:
         keras.config.set_dtype_policy(previous)
     model.load_weights(weights)
+    for layer in _layers(model):
+        if hasattr(layer, "use_cudnn"):
+            layer.use_cudnn = False
     return model
 
 
-def sample_images(cfg: ExperimentConfig) -> np.ndarray:
-    """Real raw inputs for the parity check, uint8: held-out images, test split first, then validation."""
+def _layers(layer: keras.layers.Layer):
+    yield layer
+    for child in getattr(layer, "layers", []):
+        yield from _layers(child)
+    for wrapped in ("forward_layer", "backward_layer", "layer"):
+        if hasattr(layer, wrapped):
+            yield from _layers(getattr(layer, wrapped))
+
+
+def _run_vectorizer(cfg: ExperimentConfig, run_dir: Path) -> keras.layers.TextVectorization | None:
+    if cfg.data.input != "text":
+        return None
+    vocabulary = json.loads((run_dir / "vocabulary.json").read_text(encoding="utf-8"))
+    return text_vectorizer(cfg.data, vocabulary=vocabulary[2:])  # without the padding and OOV entries it adds
+
+
+def sample_inputs(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
+    """Real raw inputs for the parity check, named as the serving signature names them: held-out
+    examples, test split first, then validation."""
     splits = load_splits(cfg.data, cfg.seed)
     held_out = splits.test.concatenate(splits.validation).take(cfg.export.parity_samples)
-    return np.stack([image for image, _ in held_out.as_numpy_iterator()])
+    return {cfg.data.input: np.stack([x for x, _ in held_out.as_numpy_iterator()])}
 
 
 def _publish(staging: Path, root: Path) -> Path:

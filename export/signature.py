@@ -1,23 +1,49 @@
-"""The serving function: raw uint8 pixels in, named float32 outputs out, always `training=False`."""
+"""Serving functions: raw inputs in (uint8 pixels, int32 token ids or text), named float32 outputs out,
+always `training=False`."""
 
 import keras
 import tensorflow as tf
 
+from kerasline.config import DataConfig
+from kerasline.errors import UserError
 
-def serving_function(model: keras.Model) -> tf.types.experimental.GenericFunction:
-    """`image` uint8 [B, H, W, C] → `probabilities` float32 [B, K], `class_id` int64 [B]."""
 
-    @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8, name="image")])
-    def serve(image):
-        probabilities = model(tf.cast(image, tf.float32), training=False)
+def serving_function(
+    model: keras.Model, data: DataConfig, vectorize: keras.layers.TextVectorization | None = None
+) -> tf.types.experimental.GenericFunction:
+    """`image` uint8 [B, H, W, C], `tokens` int32 [B, L] or `text` string [B] (as data.input says)
+    → `probabilities` float32 [B, K], `class_id` int64 [B]."""
+
+    def outputs(x):
+        probabilities = model(x, training=False)
         return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1)}
+
+    if data.input == "image":
+
+        @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8, name="image")])
+        def serve(image):
+            return outputs(tf.cast(image, tf.float32))
+
+    elif data.input == "tokens":
+
+        @tf.function(input_signature=[tf.TensorSpec((None, data.sequence_length), tf.int32, name="tokens")])
+        def serve(tokens):
+            return outputs(tokens)
+
+    else:  # the vocabulary lookup lives in the graph, so clients send plain strings
+
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name="text")])
+        def serve(text):
+            return outputs(tf.cast(vectorize(text), tf.int32))
 
     return serve
 
 
-def write_saved_model(model: keras.Model, serve: tf.types.experimental.GenericFunction, path: str) -> None:
+def write_saved_model(tracked: list, serve: tf.types.experimental.GenericFunction, path: str) -> None:
+    """`tracked`: the model and any layer whose resources the graph uses (a text lookup table)."""
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for layer in tracked:
+        archive.track(layer)
     archive.add_endpoint("serving_default", serve)
     archive.write_out(path, verbose=False)
 
@@ -28,4 +54,7 @@ def write_onnx(serve: tf.types.experimental.GenericFunction, path: str, opset: i
 
     tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset, output_path=path)
     # tf2onnx can write an invalid graph and only log it: the full check makes that an error.
-    onnx.checker.check_model(onnx.load(path), full_check=True)
+    try:
+        onnx.checker.check_model(onnx.load(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise UserError(f"ONNX export is invalid (opset {opset}): {str(e).strip().splitlines()[0]}") from None

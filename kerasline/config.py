@@ -42,6 +42,13 @@ class AugmentConfig(Section):
     brightness: float = Field(0.0, ge=0, le=1, description="max shift, as a fraction of 255")
     noise_stddev: float = Field(0.0, ge=0, le=1, description="Gaussian noise, as a fraction of 255")
     fill_mode: Literal["constant", "nearest", "reflect", "wrap"] = "constant"
+    word_dropout: float = Field(0.0, ge=0, lt=1, description="tokens and text: fraction of tokens hidden as padding")
+
+    def image_knobs(self) -> list[str]:
+        """The image augmentations switched on."""
+        knobs = ("rotation", "translation", "zoom", "contrast", "brightness", "noise_stddev")
+        on = [knob for knob in knobs if getattr(self, knob)]
+        return on + (["flip"] if self.flip != "none" else [])
 
 
 Side = Annotated[int, Field(ge=1, le=4096)]
@@ -50,17 +57,24 @@ Width = Annotated[int, Field(ge=1, le=4096)]
 
 class DataConfig(Section):
     source: Literal["samples", "tfds", "folder"] = "samples"
+    input: Literal["image", "tokens", "text"] = Field(
+        "image", description="what the model and its export take: uint8 pixels, int token ids or raw strings"
+    )
     name: str = Field(
         "mnist_8k",
         description="samples: a file stem in data/ or a .npz path; tfds: a dataset name; "
         "folder: a directory with one sub-folder per class",
     )
     image_shape: tuple[Side, Side, Annotated[int, Field(ge=1, le=4)]] = (28, 28, 1)
+    sequence_length: int = Field(256, ge=1, le=100_000, description="tokens and text: padded or cut to this")
+    vocab_size: int = Field(
+        500, ge=3, le=1_000_000, description="tokens: ids lie below it, 0 pads; text: the vocabulary's size"
+    )
     num_classes: int = Field(10, ge=2, le=100_000)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.125, gt=0, lt=0.5, description="samples and folder sources")
     limit: PositiveInt | None = Field(
-        None, description="samples and folder: use N examples, then split; tfds: at most N per split"
+        None, description="image samples and folder: use N examples, then split; tokens and tfds: at most N per split"
     )
     batch_size: int = Field(128, ge=1, le=65_536, description="global batch, split across replicas")
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)
@@ -71,7 +85,35 @@ class DataConfig(Section):
 Initializer = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
 
 
-class CNNConfig(Section):
+class ImageModel(Section):
+    """A family that takes `image` input; `min_side` is the smallest image side it fits."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("image",)
+    size_key: ClassVar[str] = "model.name"  # the key that sets min_side, for the error message
+
+    def min_side(self) -> int:
+        return 1
+
+    def data_problem(self, data: "DataConfig") -> str | None:
+        need, side = self.min_side(), min(data.image_shape[:2])
+        if need > side:
+            return (
+                f"{self.size_key}: {self.name} as configured needs images of at least {need}x{need}, "
+                f"but data.image_shape is {list(data.image_shape)}"
+            )
+        return None
+
+
+class SequenceModel(Section):
+    """A family that takes token ids (or text, vectorised inside the exported graph)."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("tokens", "text")
+
+    def data_problem(self, data: "DataConfig") -> str | None:
+        return None
+
+
+class CNNConfig(ImageModel):
     """A VGG-style stack: blocks of 3×3 convs, each block ending in 2×2 max-pooling."""
 
     default_space: ClassVar[dict] = {  # what `kerasline tune` searches when [tune.space] is empty
@@ -91,13 +133,13 @@ class CNNConfig(Section):
     l1: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
 
-    size_key: ClassVar[str] = "model.filters"  # what sets min_side, for the error message
+    size_key: ClassVar[str] = "model.filters"
 
     def min_side(self) -> int:
         return 2 ** len(self.filters)
 
 
-class MLPConfig(Section):
+class MLPConfig(ImageModel):
     """Dense layers on the flattened pixels. The course's MNIST MLP is hidden_units = [64, 32]."""
 
     default_space: ClassVar[dict] = {
@@ -113,13 +155,8 @@ class MLPConfig(Section):
     initializer: Initializer = "glorot_uniform"
     l2: float = Field(0.0, ge=0)
 
-    size_key: ClassVar[str] = "model.name"
 
-    def min_side(self) -> int:
-        return 1
-
-
-class LeNetConfig(Section):
+class LeNetConfig(ImageModel):
     """LeNet-style: 5×5 convs to 6 and 16 channels, each then 2×2 max-pooling; dense 120 → 84 → classes."""
 
     default_space: ClassVar[dict] = {
@@ -129,13 +166,11 @@ class LeNetConfig(Section):
     name: Literal["lenet"]
     activation: Literal["relu", "tanh"] = "relu"
 
-    size_key: ClassVar[str] = "model.name"
-
     def min_side(self) -> int:
         return 16  # two valid 5×5 convs, each followed by a 2×2 pool, leave at least 1×1
 
 
-class WideCNNConfig(Section):
+class WideCNNConfig(ImageModel):
     """Six 3×3 convs (32, 64, 128, 128, 256, 256), BatchNorm after the 1st, 3rd and 5th, a max-pool after
     every second; dropout; dense 1024 → 512 → classes."""
 
@@ -147,13 +182,11 @@ class WideCNNConfig(Section):
     name: Literal["wide_cnn"]
     dropout: float = Field(0.05, ge=0, lt=1)
 
-    size_key: ClassVar[str] = "model.name"
-
     def min_side(self) -> int:
         return 8
 
 
-class ResNetConfig(Section):
+class ResNetConfig(ImageModel):
     """A small ResNet: a 3×3 stem, stages of basic residual blocks (the first of each later stage halves
     the side and doubles the width), global average pooling, a dense classifier."""
 
@@ -173,12 +206,86 @@ class ResNetConfig(Section):
         return 2 ** (len(self.stages) - 1)
 
 
+class RNNConfig(SequenceModel):
+    """Embedding → (Bidirectional) LSTM or GRU layers → a summary of the sequence → softmax."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 1e-2, "sampling": "log"},
+        "model.units": {"type": "choice", "values": [32, 64, 128]},
+        "model.summary": {"type": "choice", "values": ["last", "mean", "max"]},
+    }
+
+    name: Literal["rnn"]
+    cell: Literal["lstm", "gru"] = "lstm"
+    embedding_dim: int = Field(64, ge=1, le=4096)
+    units: int = Field(64, ge=1, le=4096)
+    layers: int = Field(1, ge=1, le=8, description="stacked recurrent layers")
+    bidirectional: bool = True
+    summary: Literal["last", "mean", "max"] = Field("last", description="last state, or pooling over the steps")
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class EncoderKnobs(Section):
+    """A stack of Transformer encoder blocks (Vaswani et al., 2017): self-attention and a feed-forward
+    network, each with a residual connection and LayerNorm."""
+
+    d_model: int = Field(64, ge=2, le=4096)
+    heads: int = Field(4, ge=1, le=64)
+    layers: int = Field(2, ge=1, le=24)
+    ff_dim: int = Field(128, ge=1, le=16_384)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "EncoderKnobs":
+        if self.d_model % self.heads:
+            raise ValueError(f"model.heads: {self.heads} heads do not divide d_model {self.d_model}")
+        return self
+
+
+class TransformerConfig(EncoderKnobs, SequenceModel):
+    """A Transformer encoder text classifier: token + position embedding, encoder blocks, mean pooling."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3, "sampling": "log"},
+        "model.layers": {"type": "int", "min": 1, "max": 3},
+        "model.dropout": {"type": "float", "min": 0.0, "max": 0.3},
+    }
+
+    name: Literal["transformer"]
+    position: Literal["learned", "sinusoidal"] = "learned"
+
+
+class ViTConfig(EncoderKnobs, ImageModel):
+    """A Vision Transformer (Dosovitskiy et al., 2021): non-overlapping patches, linearly embedded, plus
+    learned positions, through encoder blocks, mean pooled."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3, "sampling": "log"},
+        "model.layers": {"type": "int", "min": 1, "max": 4},
+    }
+
+    name: Literal["vit"]
+    patch_size: int = Field(4, ge=1, le=512)
+
+    def data_problem(self, data: "DataConfig") -> str | None:
+        height, width, _ = data.image_shape
+        if height % self.patch_size or width % self.patch_size:
+            return (
+                f"model.patch_size: {self.patch_size} does not tile data.image_shape {list(data.image_shape)}; "
+                "use a divisor of both sides"
+            )
+        return None
+
+
 MODEL_CONFIGS = {
     "cnn": CNNConfig,
     "mlp": MLPConfig,
     "lenet": LeNetConfig,
     "wide_cnn": WideCNNConfig,
     "resnet": ResNetConfig,
+    "rnn": RNNConfig,
+    "transformer": TransformerConfig,
+    "vit": ViTConfig,
 }
 ModelConfig = Annotated[functools.reduce(operator.or_, MODEL_CONFIGS.values()), Field(discriminator="name")]
 
@@ -296,13 +403,24 @@ class ExperimentConfig(Section):
         return raw
 
     @model_validator(mode="after")
-    def _model_fits_the_image(self) -> "ExperimentConfig":
-        need, side = self.model.min_side(), min(self.data.image_shape[:2])
-        if need > side:
+    def _model_fits_the_data(self) -> "ExperimentConfig":
+        data, model = self.data, self.model
+        if data.input not in model.inputs:
             raise ValueError(
-                f"{self.model.size_key}: {self.model.name} as configured needs images of at least {need}x{need}, "
-                f"but data.image_shape is {list(self.data.image_shape)}"
+                f"model.name: {model.name} takes {' or '.join(model.inputs)} input, but data.input is {data.input!r}"
             )
+        if data.input != "image" and data.source == "folder":
+            raise ValueError(f"data.source: a folder holds images, but data.input is {data.input!r}")
+        if data.input == "text" and data.source != "tfds":
+            raise ValueError("data.input: text comes from a tfds source (shipped samples are already tokenised)")
+        image_knobs = data.augment.image_knobs()
+        if data.input != "image" and image_knobs:
+            raise ValueError(f"data.augment.{image_knobs[0]}: an image augmentation, but data.input is {data.input!r}")
+        if data.input == "image" and data.augment.word_dropout:
+            raise ValueError("data.augment.word_dropout: a token augmentation, but data.input is 'image'")
+        problem = model.data_problem(data)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")
@@ -439,7 +557,7 @@ def _describe(error: dict) -> str:
         return f"{key}.{field}: {tag!r} is not one of {', '.join(allowed)}{_did_you_mean(tag, allowed)}"
     if error["type"] == "value_error":  # our own checks: their message names the keys
         message = str(error["ctx"]["error"])
-        return f"{key}: {message}" if loc else message
+        return f"{key}: {message}" if loc and not message.startswith(f"{key}.") else message
     got = repr(error["input"])
     return f"{key}: {error['msg'].lower()} (got {got if len(got) <= 60 else got[:57] + '...'})"
 

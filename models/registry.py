@@ -7,6 +7,8 @@ from models.cnn import build_cnn
 from models.lenet import build_lenet
 from models.mlp import build_mlp
 from models.resnet import build_resnet
+from models.rnn import build_rnn
+from models.transformer import build_transformer, build_vit
 from models.wide_cnn import build_wide_cnn
 
 BUILDERS = {
@@ -15,6 +17,9 @@ BUILDERS = {
     "lenet": build_lenet,
     "wide_cnn": build_wide_cnn,
     "resnet": build_resnet,
+    "rnn": build_rnn,
+    "transformer": build_transformer,
+    "vit": build_vit,
 }
 
 

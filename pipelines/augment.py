@@ -1,4 +1,5 @@
-"""Seeded, vectorised image augmentation for whole batches, built from stateless random ops.
+"""Seeded, vectorised augmentation for whole batches, built from stateless random ops: geometric and
+photometric changes for images, word dropout for token ids.
 
 Each batch comes with its own seed pair, so the same seed gives the same augmented stream on
 every run, whatever the parallelism of the map that calls it.
@@ -9,13 +10,25 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from kerasline.config import AugmentConfig
+from kerasline.config import AugmentConfig, DataConfig
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
-def make_augment(cfg: AugmentConfig) -> Augment:
-    """Returns `augment(images, seed)`: float32 [B, H, W, C] in [0, 255] → same shape and range."""
+def make_augment(data: DataConfig) -> Augment:
+    """Returns `augment(x, seed)` for a batch of raw inputs: uint8 images [B, H, W, C] → float32 in
+    [0, 255], same shape; int32 token ids [B, L] → the same, some hidden as padding (0)."""
+    if data.input == "image":
+        augment_images = _image_augment(data.augment)
+        return lambda images, seed: augment_images(tf.cast(images, tf.float32), seed)
+    rate = data.augment.word_dropout
+    if not rate:
+        return lambda tokens, seed: tokens
+    return lambda tokens, seed: tf.where(tf.random.stateless_uniform(tf.shape(tokens), seed) < rate, 0, tokens)
+
+
+def _image_augment(cfg: AugmentConfig) -> Augment:
+    """float32 [B, H, W, C] in [0, 255] → same shape and range."""
     geometric = cfg.rotation or cfg.translation or cfg.zoom or cfg.flip != "none"
 
     def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -5,18 +5,20 @@ seed and batch g is augmented with seed (seed, g). A run resumed at any epoch an
 sees exactly the batches an uninterrupted run would have seen.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import keras
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig
+from kerasline.config import DataConfig, ExperimentConfig
 from pipelines.augment import make_augment
-from pipelines.sources import load_splits
+from pipelines.sources import Splits, load_splits
 
 
 @dataclass(frozen=True)
 class Datasets:
-    """Batches of (float32 images [B, H, W, C] in [0, 255], int32 labels [B])."""
+    """Batches of (x, int32 labels [B]): x is float32 images [B, H, W, C] in [0, 255] or int32 token ids [B, L]."""
 
     cfg: ExperimentConfig
     train_examples: tf.data.Dataset  # unbatched, cached
@@ -24,6 +26,7 @@ class Datasets:
     test: tf.data.Dataset
     steps_per_epoch: int
     skipped: tuple[str, ...]  # bad records dropped under data.on_error = "skip"
+    vocabulary: tuple[str, ...]  # text input: what the export's in-graph lookup needs
 
     def train(self, first_epoch: int = 0, last_epoch: int | None = None, skip_steps: int = 0) -> tf.data.Dataset:
         """Epochs [first_epoch, last_epoch) back to back, starting `skip_steps` batches into the first."""
@@ -38,17 +41,21 @@ class Datasets:
         seeds = tf.data.Dataset.range(first_epoch * steps, last_epoch * steps).map(
             lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g])
         )
-        augment = make_augment(cfg.data.augment)
+        augment = make_augment(cfg.data)
         stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps)
         stream = stream.map(
-            lambda batch, seed: (augment(tf.cast(batch[0], tf.float32), seed), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            lambda batch, seed: (augment(batch[0], seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE
         )
         return stream.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 
 def build_datasets(cfg: ExperimentConfig) -> Datasets:
     splits = load_splits(cfg.data, cfg.seed)
+    vocabulary = ()
+    if cfg.data.input == "text":
+        vectorize = text_vectorizer(cfg.data, adapt_to=splits.train.map(lambda text, _: text))
+        vocabulary = tuple(str(word) for word in vectorize.get_vocabulary())
+        splits = Splits(*(_tokenised(ds, vectorize) for ds in (splits.train, splits.validation, splits.test)))
     train_examples = splits.train.cache()
     count = int(train_examples.cardinality())
     if count < 0:  # a source of unknown length: count it once
@@ -60,11 +67,31 @@ def build_datasets(cfg: ExperimentConfig) -> Datasets:
         test=_eval_batches(splits.test, cfg),
         steps_per_epoch=-(-count // cfg.data.batch_size),
         skipped=splits.skipped,
+        vocabulary=vocabulary,
     )
 
 
+def text_vectorizer(
+    data: DataConfig, adapt_to: tf.data.Dataset | None = None, vocabulary: Sequence[str] | None = None
+) -> keras.layers.TextVectorization:
+    """Raw strings [B] → token ids [B, sequence_length] (0 pads, 1 is out-of-vocabulary). The vocabulary is
+    adapted on the training split only, and travels with the run so the export can do the same lookup."""
+    vectorize = keras.layers.TextVectorization(
+        max_tokens=data.vocab_size, output_sequence_length=data.sequence_length, vocabulary=vocabulary
+    )
+    if adapt_to is not None:
+        vectorize.adapt(adapt_to.batch(1024))
+    return vectorize
+
+
+def _tokenised(ds: tf.data.Dataset, vectorize) -> tf.data.Dataset:
+    return ds.batch(1024).map(lambda text, y: (tf.cast(vectorize(text), tf.int32), y)).unbatch()
+
+
 def _eval_batches(ds: tf.data.Dataset, cfg: ExperimentConfig) -> tf.data.Dataset:
-    batches = ds.cache().batch(cfg.data.batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
+    batches = ds.cache().batch(cfg.data.batch_size)
+    if cfg.data.input == "image":
+        batches = batches.map(lambda x, y: (tf.cast(x, tf.float32), y))
     return batches.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 

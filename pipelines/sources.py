@@ -1,7 +1,8 @@
-"""Data sources → unbatched `(image uint8 [H, W, C], label int32)` datasets for train/validation/test.
+"""Data sources → unbatched `(x, label int32)` datasets for train/validation/test, where x is, as
+data.input says, an image uint8 [H, W, C], token ids int32 [L] (0 pads) or a raw text string.
 
-Every source is checked against the experiment before training starts: image shape, label range
-and class count. A problem raises `DataError` naming the file or the config key.
+Every source is checked against the experiment before training starts: shapes, token ids, label
+range and class count. A problem raises `DataError` naming the file or the config key.
 """
 
 import zipfile
@@ -42,6 +43,8 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     if cfg.source == "tfds":
         return _tfds_splits(cfg)
     bad = BadRecords(cfg.on_error)
+    if cfg.input == "tokens":
+        return _token_splits(_sample_path(cfg.name), cfg, seed, bad)
     if cfg.source == "samples":
         images, labels = _load_npz(_sample_path(cfg.name), cfg, bad)
     else:
@@ -124,6 +127,54 @@ def _split_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, seed:
     return Splits(*(tf.data.Dataset.from_tensor_slices((images[i], labels[i])) for i in (train, val, test)), skipped)
 
 
+def _token_splits(path: Path, cfg: DataConfig, seed: int, bad: BadRecords) -> Splits:
+    """A tokenised sample with its own test split: ragged `<split>_tokens` cut at `<split>_offsets`, and
+    `<split>_y`. Validation is a seeded slice of train; limit caps each split."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such data file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            need = {f"{split}_{part}" for split in ("train", "test") for part in ("tokens", "offsets", "y")}
+            missing = need - set(npz.files)
+            if missing:
+                raise DataError(f"{path}: missing array(s) {sorted(missing)} of a tokenised sample")
+            arrays = {key: npz[key] for key in need}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    train = _padded_sequences(arrays, "train", path, cfg, bad)
+    test = _padded_sequences(arrays, "test", path, cfg, bad)
+    order = np.random.default_rng(seed).permutation(len(train[0]))[: cfg.limit]
+    n_val = max(1, round(len(order) * cfg.validation_fraction))
+    if len(order) - n_val < 1 or not len(test[0]):
+        raise DataError(f"data.name {cfg.name!r}: too few usable examples to split")
+    val, fit = np.split(order, [n_val])
+    test = (test[0][: cfg.limit], test[1][: cfg.limit])
+    slices = [(train[0][fit], train[1][fit]), (train[0][val], train[1][val]), test]
+    return Splits(*(tf.data.Dataset.from_tensor_slices(part) for part in slices), tuple(bad.lines))
+
+
+def _padded_sequences(arrays: dict, split: str, path: Path, cfg: DataConfig, bad: BadRecords):
+    """Token ids [N, sequence_length] int32, each review cut to its first sequence_length ids and padded
+    with 0; labels [N] int32. Reviews with an id outside the vocabulary or a bad label are bad records."""
+    tokens, offsets, labels = arrays[f"{split}_tokens"], arrays[f"{split}_offsets"], arrays[f"{split}_y"]
+    well_cut = offsets.ndim == 1 and len(offsets) == len(labels) + 1 and offsets[-1] <= len(tokens)
+    if not well_cut or np.any(np.diff(offsets) < 0):
+        raise DataError(f"{path}: {split}_offsets do not cut {split}_tokens into {len(labels)} sequences")
+    x = np.zeros((len(labels), cfg.sequence_length), np.int32)
+    keep = np.ones(len(labels), bool)
+    for i, (start, end) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        ids = tokens[start:end]
+        if ids.size and (ids.min() < 0 or ids.max() >= cfg.vocab_size):
+            bad.add(f"{path}: {split} sequence {i} has token ids outside [0, {cfg.vocab_size}) (data.vocab_size)")
+            keep[i] = False
+        elif not 0 <= labels[i] < cfg.num_classes:
+            bad.add(f"{path}: label {labels[i]} of {split} sequence {i} is outside [0, {cfg.num_classes})")
+            keep[i] = False
+        ids = ids[: cfg.sequence_length]
+        x[i, : len(ids)] = ids
+    return x[keep], labels[keep].astype(np.int32)
+
+
 def _tfds_splits(cfg: DataConfig) -> Splits:
     import tensorflow_datasets as tfds
 
@@ -143,12 +194,18 @@ def _tfds_splits(cfg: DataConfig) -> Splits:
             f"tfds {cfg.name!r}: could not download or prepare it ({type(e).__name__}: {reason}); "
             "it needs network access once, or a prepared copy in ~/tensorflow_datasets"
         ) from None
-    image, label = info.features["image"], info.features["label"]
+    label = info.features["label"]
+    if label.num_classes != cfg.num_classes:
+        raise DataError(f"tfds {cfg.name!r}: {label.num_classes} classes but data.num_classes is {cfg.num_classes}")
+    splits = [ds.map(lambda x, y: (x, tf.cast(y, tf.int32))) for ds in (train, val, test)]
+    splits = [ds.take(cfg.limit) if cfg.limit else ds for ds in splits]
+    if cfg.input == "text":
+        if splits[0].element_spec[0].dtype != tf.string:
+            raise DataError(f"tfds {cfg.name!r}: its inputs are not text, but data.input is 'text'")
+        return Splits(*splits)
+    image = info.features["image"]
     if tuple(image.shape) != tuple(cfg.image_shape):
         raise DataError(
             f"tfds {cfg.name!r}: images are {list(image.shape)} but data.image_shape is {list(cfg.image_shape)}"
         )
-    if label.num_classes != cfg.num_classes:
-        raise DataError(f"tfds {cfg.name!r}: {label.num_classes} classes but data.num_classes is {cfg.num_classes}")
-    splits = (ds.map(lambda x, y: (x, tf.cast(y, tf.int32))) for ds in (train, val, test))
-    return Splits(*(ds.take(cfg.limit) if cfg.limit else ds for ds in splits))
+    return Splits(*splits)

@@ -1,4 +1,4 @@
-"""models/ is backend-agnostic: every family builds, trains a step and predicts on JAX, without TensorFlow."""
+"""models/ is backend-agnostic: every family builds, trains a step and predicts on JAX, with TensorFlow blocked."""
 
 import json
 import os
@@ -6,17 +6,29 @@ import subprocess
 import sys
 import textwrap
 
+IMAGE = {"image_shape": [28, 28, 1]}
+TOKENS = {"input": "tokens", "name": "imdb_vocab500", "num_classes": 2, "sequence_length": 12, "vocab_size": 50}
 FAMILIES = {
-    "cnn": ({"filters": [8, 16]}, [28, 28, 1]),
-    "mlp": ({"hidden_units": [16], "activation": "leaky_relu", "dropout": 0.1}, [28, 28, 1]),
-    "lenet": ({}, [32, 32, 3]),
-    "wide_cnn": ({}, [32, 32, 3]),
-    "resnet": ({"stages": [1, 1], "width": 8}, [28, 28, 1]),
+    "cnn": ({"filters": [8, 16]}, IMAGE),
+    "mlp": ({"hidden_units": [16], "activation": "leaky_relu", "dropout": 0.1}, IMAGE),
+    "lenet": ({}, {"image_shape": [32, 32, 3]}),
+    "wide_cnn": ({}, {"image_shape": [32, 32, 3]}),
+    "resnet": ({"stages": [1, 1], "width": 8}, IMAGE),
+    "vit": ({"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8}, IMAGE),
+    "rnn": ({"units": 4, "embedding_dim": 4, "summary": "max"}, TOKENS),
+    "transformer": ({"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8, "position": "sinusoidal"}, TOKENS),
 }
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import importlib.abc, json, sys
+
+    class NoTensorFlow(importlib.abc.MetaPathFinder):  # TensorFlow is installed, but models/ must not need it
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] == "tensorflow":
+                raise ModuleNotFoundError(f"blocked: {name}")
+
+    sys.meta_path.insert(0, NoTensorFlow())
     import keras
     import numpy as np
     from kerasline.config import validate
@@ -24,12 +36,18 @@ SCRIPT = textwrap.dedent(
 
     families = json.loads(sys.argv[1])
     out = {"backend": keras.backend.backend()}
-    for name, (knobs, shape) in families.items():
-        cfg = validate({"name": name, "data": {"image_shape": shape}, "model": {"name": name, **knobs}})
+    rng = np.random.default_rng(0)
+    for name, (knobs, data) in families.items():
+        cfg = validate({"name": name, "data": data, "model": {"name": name, **knobs}})
         model = build_model(cfg)
         model.compile("adam", "sparse_categorical_crossentropy")
-        x = np.random.default_rng(0).uniform(0, 255, (8, *shape)).astype("float32")
-        loss = model.fit(x, np.arange(8) % 10, epochs=1, verbose=0).history["loss"][0]
+        if cfg.data.input == "image":
+            x = rng.uniform(0, 255, (8, *cfg.data.image_shape)).astype("float32")
+        else:
+            x = rng.integers(1, cfg.data.vocab_size, (8, cfg.data.sequence_length)).astype("int32")
+            x[:, 8:] = 0  # padding
+        y = np.arange(8) % cfg.data.num_classes
+        loss = model.fit(x, y, epochs=1, verbose=0).history["loss"][0]
         out[name] = {"loss": float(loss), "sums": np.sum(model.predict(x, verbose=0), -1).tolist()}
     out["tensorflow_imported"] = any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules)
     print(json.dumps(out))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasline.config import AugmentConfig
+from kerasline.config import AugmentConfig, DataConfig
 from kerasline.errors import DataError
 from pipelines import build_datasets
 from pipelines.augment import make_augment
@@ -91,7 +91,8 @@ def test_augmentation_touches_training_only(tiny_cfg):
 
 def test_flip_is_an_exact_mirror():
     images = tf.random.stateless_uniform([64, 8, 8, 1], [1, 2], maxval=255.0)
-    out = make_augment(AugmentConfig(flip="horizontal"))(images, tf.constant([3, 4], tf.int64)).numpy()
+    augment = make_augment(DataConfig(augment=AugmentConfig(flip="horizontal")))
+    out = augment(images, tf.constant([3, 4], tf.int64)).numpy()
     mirrored = [np.array_equal(o, i.numpy()[:, ::-1]) for o, i in zip(out, images, strict=True)]
     same = [np.array_equal(o, i.numpy()) for o, i in zip(out, images, strict=True)]
     assert all(m or s for m, s in zip(mirrored, same, strict=True))
@@ -101,7 +102,8 @@ def test_flip_is_an_exact_mirror():
 def test_translation_moves_content_without_losing_it():
     image = np.zeros([1, 9, 9, 1], np.float32)
     image[0, 4, 4, 0] = 255.0
-    out = make_augment(AugmentConfig(translation=0.3))(tf.constant(image), tf.constant([5, 6], tf.int64)).numpy()
+    augment = make_augment(DataConfig(augment=AugmentConfig(translation=0.3)))
+    out = augment(tf.constant(image), tf.constant([5, 6], tf.int64)).numpy()
     assert out.sum() == pytest.approx(255.0, rel=0.05)  # the dot moved, it did not vanish or smear
     assert out[0, 4, 4, 0] < 255.0
 
@@ -109,7 +111,7 @@ def test_translation_moves_content_without_losing_it():
 def test_photometric_knobs_stay_in_pixel_range():
     images = tf.random.stateless_uniform([16, 8, 8, 3], [1, 2], maxval=255.0)
     cfg = AugmentConfig(contrast=0.5, brightness=0.5, noise_stddev=0.2)
-    out = make_augment(cfg)(images, tf.constant([7, 8], tf.int64)).numpy()
+    out = make_augment(DataConfig(augment=cfg))(images, tf.constant([7, 8], tf.int64)).numpy()
     assert out.min() >= 0.0 and out.max() <= 255.0
     assert not np.allclose(out, images.numpy())
 

@@ -1,4 +1,4 @@
-"""Callbacks: TensorBoard (with image grids and a confusion matrix), checkpoints, resume, stopping."""
+"""Callbacks: TensorBoard (image grids, a confusion matrix, attention maps), checkpoints, resume, stopping."""
 
 import io
 from pathlib import Path
@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasline.config import ExperimentConfig
+from models.blocks import TransformerEncoder
 from pipelines import Datasets
 from training.checkpoint import ResumePoint, RunCheckpoint
 
@@ -23,9 +24,13 @@ def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume:
         stateful.append(
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=schedule.decay_rate, patience=schedule.patience)
         )
+    visuals = [ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes)]
+    if cfg.data.input == "image":
+        visuals.append(AugmentedImages(logs / "train", data.train(0, 1)))
+    if cfg.model.name in ("transformer", "vit"):
+        visuals.append(AttentionMaps(logs / "validation", data.validation))
     return [
-        AugmentedImages(logs / "train", data.train(0, 1)),
-        ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes),
+        *visuals,
         keras.callbacks.TensorBoard(str(logs), histogram_freq=1),
         *stateful,
         RunCheckpoint(run_dir, monitor, resume, stateful, cfg.training.epochs),
@@ -68,6 +73,45 @@ class ConfusionMatrix(keras.callbacks.Callback):
         np.add.at(matrix, (self.labels, predicted), 1)
         with self.writer.as_default():
             tf.summary.image("confusion_matrix", render_confusion_matrix(matrix)[None], step=epoch)
+
+
+class AttentionMaps(keras.callbacks.Callback):
+    """After every epoch, the last encoder block's attention (mean over heads) on a few validation examples:
+    for tokens, the query × key matrix over the non-padding steps; for images, the mean attention each patch
+    receives, beside the image."""
+
+    def __init__(self, log_dir: Path, validation: tf.data.Dataset, count: int = 4):
+        super().__init__()
+        self.log_dir, self.validation, self.count = str(log_dir), validation, count
+
+    def on_train_begin(self, logs=None):
+        inputs, _ = next(iter(self.validation))
+        self.inputs = inputs[: self.count]
+        last = [layer for layer in self.model.layers if isinstance(layer, TransformerEncoder)][-1]
+        self.probe = keras.Model(self.model.inputs, last.output[1])
+        self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        attention = np.asarray(self.probe(self.inputs, training=False)).mean(axis=1)  # (n, L, L)
+        with self.writer.as_default():
+            for i, (x, a) in enumerate(zip(self.inputs.numpy(), attention, strict=True)):
+                tf.summary.image(f"attention/example{i}", _attention_image(x, a)[None], step=epoch)
+
+
+def _attention_image(x: np.ndarray, attention: np.ndarray) -> np.ndarray:
+    """One example's attention as a [0, 1] grayscale image (H, W, 1)."""
+    if x.ndim == 1:  # token ids: the matrix over the real (non-padding) steps
+        n = max(1, int(np.count_nonzero(x)))
+        matrix = attention[:n, :n]
+        return (matrix / max(matrix.max(), 1e-9))[..., None]
+    height, width = x.shape[:2]
+    patch = int(round(np.sqrt(height * width / attention.shape[-1])))
+    grid = attention.mean(axis=0).reshape(height // patch, width // patch)  # attention each patch receives
+    heat = np.kron(grid / max(grid.max(), 1e-9), np.ones((patch, patch)))
+    return np.concatenate([x.mean(axis=-1) / 255.0, heat], axis=1)[..., None].astype(np.float32)
 
 
 def image_grid(images: np.ndarray) -> np.ndarray:

@@ -54,6 +54,8 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     strategy = setup(cfg)
     data = build_datasets(cfg)
     run_dir = open_run(cfg)
+    if data.vocabulary:  # the export's in-graph text lookup
+        write_text_atomic(run_dir / "vocabulary.json", json.dumps(data.vocabulary) + "\n")
     with strategy.scope():
         model = compile_model(cfg, data.steps_per_epoch)
         resume = restore(run_dir, model)
