@@ -1,4 +1,5 @@
-"""Export a finished run into TF Serving's layout, `<dir>/<model_name>/<version>/`, atomically.
+"""Export a finished run into TF Serving's layout, `<dir>/<model_name>/<version>/`, atomically, then rewrite
+the repository's models.config (export/repository.py) so a server picks the new version up.
 
 A version is built in a hidden temporary directory beside the others (TF Serving ignores
 non-numeric names), verified, and only then renamed to the next free version number. A failed
@@ -14,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from export.repository import write_models_config, write_warmup
 from export.signature import serving_function, write_onnx, write_saved_model
 from export.verify import parity_report
 from kerasline.config import ExperimentConfig
@@ -38,14 +40,18 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
     try:
         write_saved_model(model, serve, str(staging))
         write_onnx(serve, str(staging / "model.onnx"))
-        report = parity_report(serve, staging, {"image": sample_images(cfg)}, cfg.export.tolerance)
+        inputs = {"image": sample_images(cfg)}
+        report = parity_report(serve, staging, inputs, cfg.export.tolerance)
         report["run_dir"] = str(run_dir)
         (staging / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
         if not report["passed"]:
             raise ParityError(
                 f"export of {run_dir} failed parity: max abs diff {report['max_abs_diff']} > {cfg.export.tolerance}"
             )
-        return _publish(staging, root)
+        write_warmup(staging, inputs)
+        version_dir = _publish(staging, root)
+        write_models_config(Path(cfg.export.dir))
+        return version_dir
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
