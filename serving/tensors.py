@@ -153,8 +153,8 @@ def _to_array(value: object, dtype: np.dtype, name: str) -> np.ndarray:
         return np.array(strings, dtype=object)
     try:
         array = np.array(value)
-    except (ValueError, TypeError):
-        raise invalid(f"{name}: not a rectangular array of numbers") from None
+    except (ValueError, TypeError, OverflowError):
+        raise invalid(f"{name}: not a rectangular array of numbers in range") from None
     if array.dtype.kind not in "biuf":
         raise invalid(f"{name}: expects numbers of type {dtype.name}, got JSON values that are not numbers")
     if dtype.kind in "iu":
