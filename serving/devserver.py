@@ -177,6 +177,7 @@ ROUTE = re.compile(
 def make_handler(repo: Repository, max_body: int) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as TF Serving's REST server
+        disable_nagle_algorithm = True  # headers and body go out as two writes: without this, +40 ms per answer
         timeout = 60  # seconds a connection may sit idle mid-request
 
         def do_GET(self) -> None:
@@ -323,6 +324,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             return response
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops concurrent connects, which then wait a second to retry
+
+
 @dataclass
 class DevServer:
     rest_port: int
@@ -335,8 +341,7 @@ def start(
 ) -> DevServer:
     """Both servers on background threads; port 0 picks a free port (the chosen ports are returned)."""
     repository = Repository(repo)
-    http = ThreadingHTTPServer((host, rest_port), make_handler(repository, max_body))
-    http.daemon_threads = True
+    http = _HTTPServer((host, rest_port), make_handler(repository, max_body))
     rpc = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
         options=[("grpc.max_receive_message_length", max_body), ("grpc.so_reuseport", 0)],
