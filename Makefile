@@ -44,7 +44,7 @@ deploy: setup  ## point the stable label at EXP's newest export, if blessed
 rollback: setup  ## move the stable label back to the previous stable version
 	$(KL) rollback $(EXP) $(SET)
 
-predict: setup  ## held-out inputs through the server at SERVER=$(SERVER)
+predict: setup  ## held-out inputs through the server at SERVER (default http://127.0.0.1:8501)
 	$(KL) predict $(EXP) $(SET) --server $(SERVER)
 
 tensorboard: setup  ## serve runs/ on 127.0.0.1 (PORT=6006)
