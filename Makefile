@@ -7,7 +7,9 @@ SET    ?=
 PORT   ?= 6006
 KL     := $(BIN)/kerasline
 
-.PHONY: help setup train tune evaluate export tensorboard test bench lint clean
+SERVER ?= http://127.0.0.1:8501
+
+.PHONY: help setup train tune evaluate export tensorboard test bench lint clean serve deploy rollback predict
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,11 +29,23 @@ train: setup  ## train EXP (resumes an unfinished run), test it, export it
 tune: setup  ## search EXP's [tune] space (resumes); writes experiments/tuned/EXP.toml
 	$(KL) tune $(EXP) $(SET)
 
-evaluate: setup  ## test-split metrics of EXP's latest finished run
+evaluate: setup  ## test metrics of EXP's latest run; BLESSED / NOT_BLESSED for its newest export
 	$(KL) evaluate $(EXP) $(SET)
 
 export: setup  ## export EXP's latest finished run: SavedModel + ONNX, verified
 	$(KL) export $(EXP) $(SET)
+
+serve: setup  ## TF Serving (Docker) on 127.0.0.1:8500/8501, else the development server
+	$(KL) serve $(EXP) $(SET)
+
+deploy: setup  ## point the stable label at EXP's newest export, if blessed
+	$(KL) deploy $(EXP) $(SET)
+
+rollback: setup  ## move the stable label back to the previous stable version
+	$(KL) rollback $(EXP) $(SET)
+
+predict: setup  ## held-out inputs through the server at SERVER (default http://127.0.0.1:8501)
+	$(KL) predict $(EXP) $(SET) --server $(SERVER)
 
 tensorboard: setup  ## serve runs/ on 127.0.0.1 (PORT=6006)
 	@echo "TensorBoard: http://127.0.0.1:$(PORT)/  (logdir runs/)"

@@ -5,8 +5,11 @@
 3. Inference latency at batch 1 and 64: Keras, the reloaded SavedModel and ONNX Runtime.
 4. Accuracy and wall time of the default experiment, trained in full.
 5. Tuning: the default config's test accuracy beside the tuned config's, after a fixed search budget.
+6. Serving: REST and gRPC latency (p50, p99) and throughput with 1, 8 and 32 clients, beside in-process calls.
 
 `python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
+`python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
+(real TF Serving) that serves the repository DIR.
 """
 
 import os
@@ -30,8 +33,11 @@ import onnxruntime as ort
 import tensorflow as tf
 
 import training.fit
+from benchmarks.serving import serving_item
+from benchmarks.serving import table_rows as serving_table_rows
 from export import export_run
 from export.publish import float32_model
+from export.repository import model_dirs
 from kerasline.config import EXPERIMENTS_DIR, ExperimentConfig, load_experiment
 from pipelines import build_datasets
 from pipelines.sources import load_splits
@@ -250,6 +256,7 @@ def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict
         "median_ms": ms,
         "ort_vs_saved_model_batch1": ms[1]["onnxruntime"] / ms[1]["saved_model"],
         "verification": json.loads((version / "verification.json").read_text()),
+        "version_dir": version,
     }
 
 
@@ -325,16 +332,41 @@ def table(results: dict) -> str:
             "",
         ),
     ]
+    rows += serving_table_rows(results["serving"])
     lines = [("figure", "value", "target", "met?"), *rows]
     widths = [max(len(row[i]) for row in lines) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)
+
+
+def serving_models(cfg: ExperimentConfig) -> list[str]:
+    """Item 6's models, each exported into cfg's repository before item 6 runs (the text classifier: add it here)."""
+    return [cfg.model_name]
+
+
+def serving_only(args: argparse.Namespace) -> int:
+    """Item 6 against a running server, for every model in the repository it serves."""
+    if not (args.grpc and args.repo):
+        raise SystemExit("--server needs --grpc HOST:PORT and --repo DIR (the repository that server serves)")
+    models = [p.name for p in model_dirs(args.repo)]
+    served = serving_item(models, args.repo, args.quick, server=args.server, grpc_target=args.grpc)
+    args.out.write_text(json.dumps({"serving": served, "machine": machine()}, indent=2, default=str) + "\n")
+    lines = [("figure", "value", "target", "met?"), *serving_table_rows(served)]
+    widths = [max(len(row[i]) for row in lines) for i in range(4)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines))
+    print(f"\nresults: {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"shrink everything ({' '.join(QUICK_OVERRIDES)})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
+    parser.add_argument("--server", help="item 6 only, against this REST URL (e.g. real TF Serving)")
+    parser.add_argument("--grpc", metavar="HOST:PORT", help="with --server: its gRPC address")
+    parser.add_argument("--repo", type=Path, help="with --server: the repository it serves (in-process reference)")
     args = parser.parse_args(argv)
+    if args.server:
+        return serving_only(args)
     epochs = 2 if args.quick else 3
     started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     # Other work on the machine skews every timing here; the load average before we start is the witness.
@@ -353,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         lat = latency(cfg, trained["run_dir"], calls={1: 50, 64: 10} if args.quick else {1: 200, 64: 50})
         print("[5] tuning with a fixed budget, then training the tuned experiment in full", flush=True)
         tun = tuning(Path(tmp), args.quick, trained["test_metrics"]["accuracy"])
+        print("[6] serving: REST and gRPC on the development server beside in-process calls", flush=True)
+        served = serving_item(serving_models(cfg), Path(cfg.export.dir), args.quick)
 
     results = {
         "mode": "quick" if args.quick else "full",
@@ -368,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lat,
         "accuracy": {k: v for k, v in trained.items() if k != "run_dir"},
         "tuning": tun,
+        "serving": served,
     }
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(

@@ -1,4 +1,5 @@
-"""Export a finished run into TF Serving's layout, `<dir>/<model_name>/<version>/`, atomically.
+"""Export a finished run into TF Serving's layout, `<dir>/<model_name>/<version>/`, atomically, then rewrite
+the repository's models.config (export/repository.py) so a server picks the new version up.
 
 A version is built in a hidden temporary directory beside the others (TF Serving ignores
 non-numeric names), verified, and only then renamed to the next free version number. A failed
@@ -14,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from export.repository import write_models_config, write_warmup
 from export.signature import serving_function, write_onnx, write_saved_model
 from export.verify import parity_report
 from kerasline.config import ExperimentConfig
@@ -52,7 +54,10 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
             raise ParityError(
                 f"export of {run_dir} failed parity: max abs diff {report['max_abs_diff']} > {cfg.export.tolerance}"
             )
-        return _publish(staging, root)
+        write_warmup(staging, inputs)
+        version_dir = _publish(staging, root)
+        write_models_config(Path(cfg.export.dir))
+        return version_dir
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -99,10 +99,53 @@ def cmd_tune(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from export.blessing import bless_newest
+    from kerasline.config import load_experiment
     from training.fit import evaluate
 
     run_dir = _run_dir(cfg, args)
-    print(f"{run_dir}  test: {_metrics_line(evaluate(cfg, run_dir))}")
+    evaluated = {run_dir.resolve(): evaluate(cfg, run_dir)}
+    print(f"{run_dir}  test: {_metrics_line(evaluated[run_dir.resolve()])}")
+
+    def metrics_of(run: Path) -> dict:  # the newest export may come from another run: evaluate it as it was trained
+        if run.resolve() not in evaluated:
+            evaluated[run.resolve()] = evaluate(load_experiment(str(run / "config.toml")), run)
+        return evaluated[run.resolve()]
+
+    record = bless_newest(cfg, metrics_of)
+    if record is None:
+        print(f"no exported version of {cfg.model_name} under {cfg.export.dir}/: nothing to bless")
+        return
+    print(f"{record['verdict']}: {cfg.model_name} version {record['version']} ({record['path']})")
+    for reason in record["reasons"]:
+        print(f"  {reason}")
+
+
+def cmd_deploy(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from export.repository import deploy
+
+    label = "canary" if args.canary else "stable"
+    version = deploy(Path(cfg.export.dir), cfg.model_name, args.version, label)
+    print(f"{label}: {cfg.model_name} version {version}  ({Path(cfg.export.dir) / 'models.config'})")
+
+
+def cmd_rollback(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from export.repository import rollback
+
+    current, previous = rollback(Path(cfg.export.dir), cfg.model_name)
+    print(f"stable: {cfg.model_name} version {previous} (was {current})  ({Path(cfg.export.dir) / 'models.config'})")
+
+
+def cmd_serve(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from serving.launch import serve
+
+    serve(Path(cfg.export.dir), args.host, args.rest_port, args.grpc_port, dev=args.dev)
+
+
+def cmd_predict(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from serving.predict import predict_and_print
+
+    predict_and_print(cfg, args)
 
 
 def cmd_export(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
@@ -157,6 +200,10 @@ def _parser() -> argparse.ArgumentParser:
         ("evaluate", cmd_evaluate, "test-split metrics of the latest finished run"),
         ("export", cmd_export, "export the latest finished run: SavedModel + ONNX, verified"),
         ("config", cmd_config, "print the fully resolved config"),
+        ("deploy", cmd_deploy, "point the stable (or --canary) label at a blessed version"),
+        ("rollback", cmd_rollback, "move the stable label back to the previous stable version"),
+        ("serve", cmd_serve, "serve the export repository: TF Serving in Docker, else the development server"),
+        ("predict", cmd_predict, "send held-out inputs (or --input FILE) to a server and print its outputs"),
     ]:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
@@ -169,6 +216,22 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--dry-run", action="store_true", help="check config, data and model; train nothing")
         if name == "tune":
             sub.add_argument("--restart", action="store_true", help="discard this search's finished trials")
+        if name == "deploy":
+            sub.add_argument("--version", type=int, help="the version to label (default: the newest)")
+            sub.add_argument("--canary", action="store_true", help="move the canary label instead of stable")
+        if name == "serve":
+            sub.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+            sub.add_argument("--rest-port", type=int, default=8501, help="REST port (default: %(default)s)")
+            sub.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default: %(default)s)")
+            sub.add_argument("--dev", action="store_true", help="the development server even if Docker answers")
+        if name == "predict":
+            sub.add_argument("--server", required=True, help="REST base URL, e.g. http://127.0.0.1:8501")
+            sub.add_argument("--grpc", metavar="HOST:PORT", help="also predict over gRPC and compare")
+            sub.add_argument("--input", type=Path, help=".npy (the single input) or .npz (named inputs)")
+            sub.add_argument("--count", type=int, default=4, help="held-out inputs to send (default: %(default)s)")
+            target = sub.add_mutually_exclusive_group()
+            target.add_argument("--version", type=int, help="a version (default: the server's latest)")
+            target.add_argument("--label", help="a version label, e.g. stable or canary")
         sub.set_defaults(command=func)
     return parser
 

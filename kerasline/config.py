@@ -324,6 +324,16 @@ class ExportConfig(Section):
     tolerance: float = Field(1e-5, gt=0, description="max abs difference across Keras, SavedModel, ONNX")
 
 
+class BlessConfig(Section):
+    """The gate `kerasline evaluate` applies to the newest export; `kerasline deploy` promotes only what passed.
+    Keys are the model's test metrics (accuracy, loss, ...); with no thresholds at all nothing is blessed."""
+
+    minimum: dict[str, float] = Field({}, description="absolute floors: metric >= value")
+    maximum: dict[str, float] = Field({}, description="absolute ceilings: metric <= value")
+    max_drop: dict[str, Annotated[float, Field(ge=0)]] = Field({}, description="vs stable: metric >= stable - value")
+    max_rise: dict[str, Annotated[float, Field(ge=0)]] = Field({}, description="vs stable: metric <= stable + value")
+
+
 class FloatRange(Section):
     type: Literal["float"]
     min: float
@@ -386,6 +396,7 @@ class ExperimentConfig(Section):
     model: ModelConfig = CNNConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+    bless: BlessConfig = BlessConfig()
     tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="before")
