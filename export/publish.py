@@ -18,10 +18,11 @@ import numpy as np
 from export.repository import write_models_config, write_warmup
 from export.signature import serving_function, write_onnx, write_saved_model
 from export.verify import parity_report
-from kerasline.config import ExperimentConfig
+from kerasline.config import ExperimentConfig, task_of
 from kerasline.errors import UserError
 from kerasline.files import ensure_free_space, remove_stale_staging, staging_dir
 from models import build_model
+from models.gan import fixed_noise
 from pipelines.datasets import text_vectorizer
 from pipelines.sources import load_splits
 
@@ -31,6 +32,10 @@ class ParityError(UserError):
 
 
 def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
+    if task_of(cfg) != "classify":
+        from export.generative import export_generative
+
+        return export_generative(cfg, run_dir)
     model = float32_model(cfg, run_dir / "best.weights.h5")
     root = Path(cfg.export.dir) / cfg.model_name
     remove_stale_staging(root)
@@ -96,7 +101,9 @@ def _run_vectorizer(cfg: ExperimentConfig, run_dir: Path) -> keras.layers.TextVe
 
 def sample_inputs(cfg: ExperimentConfig) -> dict[str, np.ndarray]:
     """Real raw inputs for the parity check, named as the serving signature names them: held-out
-    examples, test split first, then validation."""
+    examples, test split first, then validation; a generator's: seeded noise."""
+    if task_of(cfg) == "generate":
+        return {"noise": fixed_noise(cfg.export.parity_samples, cfg.model.latent_dim, cfg.seed)}
     splits = load_splits(cfg.data, cfg.seed)
     held_out = splits.test.concatenate(splits.validation).take(cfg.export.parity_samples)
     return {cfg.data.input: np.stack([x for x, _ in held_out.as_numpy_iterator()])}

@@ -7,10 +7,20 @@ import tensorflow as tf
 
 
 def main(saved_model: str, inputs: str, outputs: str) -> None:
-    serve = tf.saved_model.load(saved_model).signatures["serving_default"]
+    """Inputs named `signature/input` go to that signature (outputs come back as `signature/output`);
+    plain names go to serving_default."""
+    signatures = tf.saved_model.load(saved_model).signatures
     with np.load(inputs, allow_pickle=False) as arrays:
-        result = serve(**{name: tf.constant(arrays[name]) for name in arrays.files})
-    np.savez(outputs, **{name: t.numpy() for name, t in result.items()})
+        grouped = {}
+        for key in arrays.files:
+            signature, _, name = key.rpartition("/")
+            grouped.setdefault(signature, {})[name] = tf.constant(arrays[key])
+    results = {}
+    for signature, given in grouped.items():
+        prefix = f"{signature}/" if signature else ""
+        result = signatures[signature or "serving_default"](**given)
+        results |= {f"{prefix}{name}": t.numpy() for name, t in result.items()}
+    np.savez(outputs, **results)
 
 
 if __name__ == "__main__":

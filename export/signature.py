@@ -58,3 +58,45 @@ def write_onnx(serve: tf.types.experimental.GenericFunction, path: str, opset: i
         onnx.checker.check_model(onnx.load(path), full_check=True)
     except onnx.checker.ValidationError as e:
         raise UserError(f"ONNX export is invalid (opset {opset}): {str(e).strip().splitlines()[0]}") from None
+
+
+def generator_functions(generator: keras.Model) -> dict[str, tf.types.experimental.GenericFunction]:
+    """A GAN's generator: `noise` float32 [B, latent] → `image` uint8 [B, H, W, C]."""
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *generator.input_shape[1:]), tf.float32, name="noise")])
+    def generate(noise):
+        unit_range = generator(noise, training=False)
+        return {"image": tf.cast(tf.round(tf.clip_by_value((unit_range + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)}
+
+    return {"serving_default": generate}
+
+
+def autoencoder_functions(autoencoder: keras.Model) -> dict[str, tf.types.experimental.GenericFunction]:
+    """An autoencoder's signatures. serving_default: `image` uint8 → `reconstruction` uint8 and `error` float32
+    [B] (the mean squared error over pixels in [0, 1], the anomaly score); `encode`: `image` → `latent` float32
+    (the VAE's mean); `decode`: `latent` → `image` uint8."""
+    encoder, decoder = autoencoder.get_layer("encoder"), autoencoder.get_layer("decoder")
+    image_spec = tf.TensorSpec((None, *autoencoder.input_shape[1:]), tf.uint8, name="image")
+
+    def to_uint8(pixels):
+        return tf.cast(tf.round(tf.clip_by_value(pixels * 255.0, 0.0, 255.0)), tf.uint8)
+
+    def latent_of(image):
+        latent = encoder(tf.cast(image, tf.float32), training=False)
+        return latent[0] if isinstance(latent, list | tuple) else latent  # the VAE's mean
+
+    @tf.function(input_signature=[image_spec])
+    def reconstruct(image):
+        pixels = decoder(latent_of(image), training=False)
+        error = tf.reduce_mean(tf.square(pixels - tf.cast(image, tf.float32) / 255.0), axis=[1, 2, 3])
+        return {"reconstruction": to_uint8(pixels), "error": error}
+
+    @tf.function(input_signature=[image_spec])
+    def encode(image):
+        return {"latent": latent_of(image)}
+
+    @tf.function(input_signature=[tf.TensorSpec((None, *decoder.input_shape[1:]), tf.float32, name="latent")])
+    def decode(latent):
+        return {"image": to_uint8(decoder(latent, training=False))}
+
+    return {"serving_default": reconstruct, "encode": encode, "decode": decode}

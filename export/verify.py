@@ -63,3 +63,33 @@ def _run_onnx(path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, inputs), strict=True))
+
+
+def signatures_parity(
+    functions: dict[str, Function],
+    version_dir: Path,
+    inputs: dict[str, dict[str, np.ndarray]],
+    onnx_files: dict[str, str],
+    tolerance: float,
+) -> dict:
+    """`parity_report` for a SavedModel with several signatures, each with its own ONNX file: one fresh process
+    reloads them all. Keys of max_abs_diff: saved_model and onnx for serving_default, saved_model:NAME and
+    onnx:NAME for the others. uint8 outputs may differ by one step: a float a hair from .5 rounds either way."""
+    packed = {f"{signature}/{name}": array for signature, given in inputs.items() for name, array in given.items()}
+    reloaded = _run_saved_model_in_fresh_process(version_dir, packed)
+    report = {"samples": len(next(iter(inputs["serving_default"].values()))), "tolerance": tolerance}
+    report |= {"onnx_files": onnx_files, "max_abs_diff": {}}
+    passed = True
+    for signature, function in functions.items():
+        reference = {k: v.numpy() for k, v in function(**inputs[signature]).items()}
+        onnx = _run_onnx(version_dir / onnx_files[signature], inputs[signature])
+        suffix = "" if signature == "serving_default" else f":{signature}"
+        for path, outputs in (("saved_model", {k: reloaded[f"{signature}/{k}"] for k in reference}), ("onnx", onnx)):
+            diffs = {
+                name: float(np.max(np.abs(outputs[name].astype(np.float64) - ref.astype(np.float64))))
+                for name, ref in reference.items()
+            }
+            report["max_abs_diff"][path + suffix] = diffs
+            passed &= all(d <= (1 if reference[n].dtype == np.uint8 else tolerance) for n, d in diffs.items())
+    report["passed"] = bool(passed)
+    return report

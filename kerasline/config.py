@@ -277,6 +277,62 @@ class ViTConfig(EncoderKnobs, ImageModel):
         return None
 
 
+class GANConfig(ImageModel):
+    """A DCGAN (Radford et al., 2016): a transposed-conv generator from Gaussian noise and a strided-conv
+    discriminator, trained by alternating updates. loss = "wgan_gp" makes the discriminator a critic with
+    the gradient penalty of Gulrajani et al. (2017). Both nets use Adam at training.optimizer.learning_rate."""
+
+    task: ClassVar[str] = "generate"
+    default_space: ClassVar[dict] = {}
+
+    name: Literal["dcgan"]
+    latent_dim: int = Field(64, ge=1, le=4096)
+    filters: int = Field(64, ge=1, le=1024, description="the discriminator's first conv; the generator mirrors it")
+    loss: Literal["bce", "wgan_gp"] = Field("bce", description="bce: non-saturating; wgan_gp: critic + penalty")
+    gp_weight: float = Field(10.0, ge=0, description="wgan_gp: the penalty's lambda")
+    critic_steps: int = Field(1, ge=1, le=20, description="discriminator updates per generator update")
+    beta_1: float = Field(0.5, ge=0, lt=1, description="both Adam optimizers' first-moment decay")
+    beta_2: float = Field(0.999, gt=0, lt=1, description="both Adam optimizers' second-moment decay")
+
+    def data_problem(self, data: "DataConfig") -> str | None:
+        if tuple(data.image_shape[:2]) != (28, 28):
+            return f"model.name: dcgan generates 28x28 images, but data.image_shape is {list(data.image_shape)}"
+        return None
+
+
+class AutoencoderConfig(ImageModel):
+    """An autoencoder: image → latent → image, trained on the pixel MSE; denoise_stddev > 0 makes it a
+    denoising autoencoder (Gaussian noise on the input in the pipeline, the clean image as target)."""
+
+    task: ClassVar[str] = "reconstruct"
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 3e-3, "sampling": "log"},
+    }
+
+    name: Literal["autoencoder"]
+    kind: Literal["dense", "conv"] = "dense"
+    latent_dim: int = Field(32, ge=1, le=4096)
+    hidden_units: tuple[Width, ...] = Field((256, 128), min_length=1, max_length=8, description="dense")
+    filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=4, description="conv: stride-2 convs")
+    denoise_stddev: float = Field(0.0, ge=0, le=1, description="input noise, as a fraction of 255; 0: off")
+
+    def data_problem(self, data: "DataConfig") -> str | None:
+        side = 2 ** len(self.filters)
+        if self.kind == "conv" and any(s % side for s in data.image_shape[:2]):
+            return f"model.filters: {len(self.filters)} stride-2 convs need sides divisible by {side}"
+        return None
+
+
+class VAEConfig(AutoencoderConfig):
+    """A variational autoencoder (Kingma & Welling, 2014): the encoder gives a Gaussian's mean and
+    log-variance, z = mean + exp(log_var / 2)·eps (the reparameterisation trick), and the loss is the summed
+    pixel cross-entropy plus kl_weight × KL(q(z|x) ‖ N(0, I))."""
+
+    name: Literal["vae"]
+    latent_dim: int = Field(8, ge=1, le=4096)
+    kl_weight: float = Field(1.0, ge=0, description="beta: 1 is the evidence lower bound")
+
+
 MODEL_CONFIGS = {
     "cnn": CNNConfig,
     "mlp": MLPConfig,
@@ -286,6 +342,9 @@ MODEL_CONFIGS = {
     "rnn": RNNConfig,
     "transformer": TransformerConfig,
     "vit": ViTConfig,
+    "dcgan": GANConfig,
+    "autoencoder": AutoencoderConfig,
+    "vae": VAEConfig,
 }
 ModelConfig = Annotated[functools.reduce(operator.or_, MODEL_CONFIGS.values()), Field(discriminator="name")]
 
@@ -455,12 +514,29 @@ class ExperimentConfig(Section):
                     raise ValueError(f"tune.space: {key} = {value!r} is invalid: {_describe(e.errors()[0])}") from None
         return self
 
+    @model_validator(mode="after")
+    def _generative_settings(self) -> "ExperimentConfig":
+        if task_of(self) == "classify":
+            return self
+        if self.training.monitor != "val_loss":
+            raise ValueError(f"training.monitor: {self.model.name} has no accuracy; use val_loss")
+        if self.model.name == "dcgan" and self.training.optimizer.name != "adam":
+            raise ValueError("training.optimizer.name: dcgan trains both nets with Adam; set it to 'adam'")
+        if self.model.name == "dcgan" and self.training.schedule.name == "plateau":
+            raise ValueError("training.schedule.name: plateau needs a validation score, and a GAN's losses are none")
+        return self
+
     @property
     def model_name(self) -> str:
         return self.export.model_name or self.name
 
 
 _CHECKING_SPACE = "checking a tune.space value"
+
+
+def task_of(cfg: ExperimentConfig) -> str:
+    """classify (labels are the target), generate (a GAN: images only) or reconstruct (autoencoders)."""
+    return getattr(cfg.model, "task", "classify")
 
 
 def get_dotted(raw: dict, key: str) -> Any:

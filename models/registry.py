@@ -3,7 +3,9 @@
 import keras
 
 from kerasline.config import ExperimentConfig
+from models.autoencoder import build_autoencoder
 from models.cnn import build_cnn
+from models.gan import build_dcgan
 from models.lenet import build_lenet
 from models.mlp import build_mlp
 from models.resnet import build_resnet
@@ -20,6 +22,9 @@ BUILDERS = {
     "rnn": build_rnn,
     "transformer": build_transformer,
     "vit": build_vit,
+    "dcgan": build_dcgan,
+    "autoencoder": build_autoencoder,
+    "vae": build_autoencoder,
 }
 
 

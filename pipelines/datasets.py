@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from kerasline.config import DataConfig, ExperimentConfig
+from kerasline.config import DataConfig, ExperimentConfig, task_of
 from pipelines.augment import make_augment
 from pipelines.sources import Splits, load_splits
 
@@ -60,7 +60,7 @@ def build_datasets(cfg: ExperimentConfig) -> Datasets:
     count = int(train_examples.cardinality())
     if count < 0:  # a source of unknown length: count it once
         count = int(train_examples.reduce(0, lambda n, _: n + 1))
-    return Datasets(
+    datasets = Datasets(
         cfg=cfg,
         train_examples=train_examples,
         validation=_eval_batches(splits.validation, cfg),
@@ -69,6 +69,38 @@ def build_datasets(cfg: ExperimentConfig) -> Datasets:
         skipped=splits.skipped,
         vocabulary=vocabulary,
     )
+    return ReconstructionDatasets.of(datasets) if task_of(cfg) == "reconstruct" else datasets
+
+
+@dataclass(frozen=True)
+class ReconstructionDatasets(Datasets):
+    """Autoencoders: batches of (input, target) with the target the clean image in [0, 1] and the input the
+    image in [0, 255], plus Gaussian noise when the model denoises (seeded per batch, like augmentation)."""
+
+    @classmethod
+    def of(cls, data: Datasets) -> "ReconstructionDatasets":
+        fields = {name: getattr(data, name) for name in data.__dataclass_fields__}
+        # Held-out batches get their own noise seeds, fixed, so validation losses compare across epochs.
+        held_out = {"validation": 1 << 40, "test": 1 << 41}
+        fields |= {split: cls._pairs(fields[split], data.cfg, first) for split, first in held_out.items()}
+        return cls(**fields)
+
+    def train(self, first_epoch: int = 0, last_epoch: int | None = None, skip_steps: int = 0) -> tf.data.Dataset:
+        first = first_epoch * self.steps_per_epoch + skip_steps
+        return self._pairs(super().train(first_epoch, last_epoch, skip_steps), self.cfg, first)
+
+    @staticmethod
+    def _pairs(batches: tf.data.Dataset, cfg: ExperimentConfig, first_seed: int) -> tf.data.Dataset:
+        stddev = 255.0 * cfg.model.denoise_stddev
+
+        def pair(images, seed):
+            clean = tf.cast(images, tf.float32)
+            noisy = clean + stddev * tf.random.stateless_normal(tf.shape(clean), tf.stack([cfg.seed, seed]))
+            return tf.clip_by_value(noisy, 0.0, 255.0) if stddev else clean, clean / 255.0
+
+        seeds = tf.data.Dataset.counter(first_seed)
+        pairs = tf.data.Dataset.zip(batches, seeds).map(lambda batch, seed: pair(batch[0], seed))
+        return pairs.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 
 def text_vectorizer(

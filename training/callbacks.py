@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig
+from kerasline.config import ExperimentConfig, task_of
 from models.blocks import TransformerEncoder
 from pipelines import Datasets
 from training.checkpoint import ResumePoint, RunCheckpoint
@@ -16,15 +16,22 @@ from training.checkpoint import ResumePoint, RunCheckpoint
 def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume: ResumePoint) -> list:
     """The run's callbacks; RunCheckpoint comes last (see its docstring)."""
     monitor, schedule = cfg.training.monitor, cfg.training.schedule
+    if task_of(cfg) == "generate":
+        monitor = None  # a GAN's losses do not measure its samples: keep the last epoch, do not stop early
     logs = run_dir / "logs"
     stateful = []
-    if cfg.training.early_stopping_patience:
+    if cfg.training.early_stopping_patience and monitor:
         stateful.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.training.early_stopping_patience))
     if schedule.name == "plateau":
         stateful.append(
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=schedule.decay_rate, patience=schedule.patience)
         )
-    visuals = [ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes)]
+    if task_of(cfg) == "classify":
+        visuals = [ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes)]
+    else:
+        from training.generative import generative_visuals
+
+        visuals = generative_visuals(cfg, logs, data)
     if cfg.data.input == "image":
         visuals.append(AugmentedImages(logs / "train", data.train(0, 1)))
     if cfg.model.name in ("transformer", "vit"):

@@ -84,7 +84,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     never saved, so the newest checkpoint is always the last good one.
     """
 
-    def __init__(self, run_dir: Path, monitor: str, resume: ResumePoint, stateful: list, total_epochs: int):
+    def __init__(self, run_dir: Path, monitor: str | None, resume: ResumePoint, stateful: list, total_epochs: int):
         super().__init__()
         self.run_dir, self.backup, self.monitor = run_dir, run_dir / "backup", monitor
         self.history, self.best, self.states = list(resume.history), resume.best, dict(resume.callbacks)
@@ -127,7 +127,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             type(c).__name__: {a: _plain(getattr(c, a)) for a in CALLBACK_STATE[type(c).__name__]}
             for c in self.stateful
         }
-        score = logs.get(self.monitor)
+        score = float(epoch) if self.monitor is None else logs.get(self.monitor)
         if score is not None and math.isfinite(score) and self._improves(score):
             self.best = score
             self._save_best()  # before the checkpoint: a kill in between repeats this epoch, which saves it again
@@ -135,7 +135,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         write_text_atomic(self.run_dir / "history.csv", _csv(self.history))
 
     def _improves(self, score: float) -> bool:
-        if self.best is None:
+        if self.best is None or self.monitor is None:  # no monitor: the last epoch is the best
             return True
         return score > self.best if self.monitor.endswith("accuracy") else score < self.best
 

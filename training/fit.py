@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig
+from kerasline.config import ExperimentConfig, task_of
 from kerasline.errors import Preempted, UserError
 from kerasline.files import write_text_atomic
 from models import build_model
@@ -41,6 +41,10 @@ def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
 
 
 def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
+    if task_of(cfg) != "classify":
+        from training.generative import compile_generative
+
+        return compile_generative(cfg, steps_per_epoch)
     model = build_model(cfg)
     model.compile(
         optimizer=make_optimizer(cfg.training, steps_per_epoch),

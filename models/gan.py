@@ -1,0 +1,50 @@
+"""DCGAN nets (Radford et al., 2016): a generator from Gaussian noise to 28×28 images in [-1, 1], and a
+discriminator from such images to one logit (a WGAN critic's score when trained with the gradient penalty)."""
+
+import keras
+import numpy as np
+from keras import layers
+
+from kerasline.config import DataConfig, GANConfig
+
+
+def build_generator(cfg: GANConfig, data: DataConfig) -> keras.Model:
+    """(B, latent_dim) noise → (B, 28, 28, C) images in [-1, 1]: dense to 7×7, two stride-2 transposed convs."""
+    width = 2 * cfg.filters
+    noise = keras.Input(shape=(cfg.latent_dim,), name="noise")
+    x = layers.Dense(7 * 7 * width, use_bias=False)(noise)
+    x = layers.BatchNormalization()(x)
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.Reshape((7, 7, width))(x)
+    x = layers.Conv2DTranspose(cfg.filters, 4, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.Conv2DTranspose(data.image_shape[-1], 4, strides=2, padding="same")(x)
+    images = layers.Activation("tanh", dtype="float32", name="image")(x)
+    return keras.Model(noise, images, name="generator")
+
+
+def build_discriminator(cfg: GANConfig, data: DataConfig) -> keras.Model:
+    """(B, 28, 28, C) images in [-1, 1] → (B, 1) logits. No BatchNorm: the gradient penalty is per example."""
+    images = keras.Input(shape=tuple(data.image_shape), name="image")
+    x = images
+    for filters in (cfg.filters, 2 * cfg.filters):
+        x = layers.Conv2D(filters, 4, strides=2, padding="same")(x)
+        x = layers.LeakyReLU(0.2)(x)
+        x = layers.Dropout(0.3)(x)
+    x = layers.Flatten()(x)
+    logits = layers.Dense(1, dtype="float32", name="logit")(x)
+    return keras.Model(images, logits, name="discriminator")
+
+
+def build_dcgan(cfg: GANConfig, data: DataConfig) -> keras.Model:
+    """Both nets in one graph, noise → the discriminator's logit on the generated image; training/gan.py trains
+    them with its own step."""
+    generator, discriminator = build_generator(cfg, data), build_discriminator(cfg, data)
+    noise = keras.Input(shape=(cfg.latent_dim,), name="noise")
+    return keras.Model(noise, discriminator(generator(noise)), name="dcgan")
+
+
+def fixed_noise(count: int, latent_dim: int, seed: int) -> np.ndarray:
+    """Seeded generator input: the TensorBoard grid's and the export parity check's."""
+    return np.random.default_rng(seed).standard_normal((count, latent_dim)).astype(np.float32)
