@@ -9,7 +9,7 @@ KL     := $(BIN)/kerasline
 
 SERVER ?= http://127.0.0.1:8501
 
-.PHONY: help setup train tune evaluate export tensorboard test bench lint clean serve deploy rollback predict
+.PHONY: help setup train tune evaluate export tensorboard test bench lint clean serve deploy rollback predict anomaly
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ rollback: setup  ## move the stable label back to the previous stable version
 
 predict: setup  ## held-out inputs through the server at SERVER (default http://127.0.0.1:8501)
 	$(KL) predict $(EXP) $(SET) --server $(SERVER)
+
+anomaly: setup  ## an autoencoder EXP's reconstruction error per input (INPUT=file.npy, default: the test split)
+	$(KL) anomaly $(EXP) $(SET) $(if $(INPUT),--input $(INPUT))
 
 tensorboard: setup  ## serve runs/ on 127.0.0.1 (PORT=6006)
 	@echo "TensorBoard: http://127.0.0.1:$(PORT)/  (logdir runs/)"

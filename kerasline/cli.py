@@ -154,6 +154,23 @@ def cmd_export(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     _report_export(export_run(cfg, _run_dir(cfg, args)))
 
 
+def cmd_anomaly(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    from training.anomaly import THRESHOLD_PERCENTILE, anomaly_scores, load_images
+
+    images = load_images(args.input, cfg) if args.input else None
+    result = anomaly_scores(cfg, _run_dir(cfg, args), images)
+    errors, threshold = result["errors"], result["threshold"]
+    print(
+        f"threshold:   {threshold:.6f}  ({THRESHOLD_PERCENTILE:g}th percentile of {result['validation_count']} "
+        "validation reconstruction errors)"
+    )
+    print(f"{'index':>7}  {'error':>10}  anomaly")
+    for i, error in enumerate(errors):
+        print(f"{i:>7}  {error:>10.6f}  {'yes' if error > threshold else ''}".rstrip())
+    source = args.input or "the test split"
+    print(f"anomalies:   {int((errors > threshold).sum())} of {len(errors)} inputs ({source}) above the threshold")
+
+
 def _report_skipped(skipped: tuple[str, ...]) -> None:
     if skipped:
         print(f"data:        skipped {len(skipped)} bad record(s) (data.on_error = skip); first: {skipped[0]}")
@@ -204,14 +221,17 @@ def _parser() -> argparse.ArgumentParser:
         ("rollback", cmd_rollback, "move the stable label back to the previous stable version"),
         ("serve", cmd_serve, "serve the export repository: TF Serving in Docker, else the development server"),
         ("predict", cmd_predict, "send held-out inputs (or --input FILE) to a server and print its outputs"),
+        ("anomaly", cmd_anomaly, "an autoencoder's reconstruction error per input, and a validation threshold"),
     ]:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
             "experiment", nargs="?", default=DEFAULT_EXPERIMENT, help="name under experiments/ or a .toml path"
         )
         sub.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.epochs=3")
-        if name in ("evaluate", "export"):
+        if name in ("evaluate", "export", "anomaly"):
             sub.add_argument("--run", type=Path, help="a run directory (default: the latest finished run)")
+        if name == "anomaly":
+            sub.add_argument("--input", type=Path, help=".npy of images (default: the test split)")
         if name == "train":
             sub.add_argument("--dry-run", action="store_true", help="check config, data and model; train nothing")
         if name == "tune":

@@ -18,6 +18,12 @@ FAMILIES = {
     "rnn": ({"units": 4, "embedding_dim": 4, "summary": "max"}, TOKENS),
     "transformer": ({"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8, "position": "sinusoidal"}, TOKENS),
 }
+# Generative families: no class probabilities. The GAN trains noise → logit (both nets); autoencoders image → image.
+GENERATIVE = {
+    "dcgan": ({"latent_dim": 4, "filters": 4}, IMAGE),
+    "autoencoder": ({"kind": "conv", "filters": [4, 8], "latent_dim": 4}, IMAGE),
+    "vae": ({"hidden_units": [8], "latent_dim": 2}, IMAGE),
+}
 
 SCRIPT = textwrap.dedent(
     """
@@ -31,7 +37,7 @@ SCRIPT = textwrap.dedent(
     sys.meta_path.insert(0, NoTensorFlow())
     import keras
     import numpy as np
-    from kerasline.config import validate
+    from kerasline.config import task_of, validate
     from models import build_model
 
     families = json.loads(sys.argv[1])
@@ -40,6 +46,16 @@ SCRIPT = textwrap.dedent(
     for name, (knobs, data) in families.items():
         cfg = validate({"name": name, "data": data, "model": {"name": name, **knobs}})
         model = build_model(cfg)
+        if task_of(cfg) != "classify":
+            model.compile("adam", "mse")
+            x = rng.uniform(0, 255, (8, *cfg.data.image_shape)).astype("float32")
+            if cfg.model.name == "dcgan":
+                x, y = rng.normal(size=(8, cfg.model.latent_dim)).astype("float32"), np.zeros((8, 1), "float32")
+            else:
+                y = x / 255
+            loss = model.fit(x, y, epochs=1, verbose=0).history["loss"][0]
+            out[name] = {"loss": float(loss), "shape": list(model.predict(x, verbose=0).shape[1:])}
+            continue
         model.compile("adam", "sparse_categorical_crossentropy")
         if cfg.data.input == "image":
             x = rng.uniform(0, 255, (8, *cfg.data.image_shape)).astype("float32")
@@ -58,7 +74,11 @@ SCRIPT = textwrap.dedent(
 def test_every_family_builds_and_trains_on_jax():
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(FAMILIES)], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-c", SCRIPT, json.dumps(FAMILIES | GENERATIVE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -67,3 +87,6 @@ def test_every_family_builds_and_trains_on_jax():
     for name in FAMILIES:
         assert out[name]["loss"] > 0
         assert all(abs(s - 1) < 1e-4 for s in out[name]["sums"]), name
+    for name in GENERATIVE:
+        assert out[name]["loss"] > 0
+        assert out[name]["shape"] == ([1] if name == "dcgan" else [28, 28, 1]), name

@@ -107,4 +107,3 @@ class GAN(keras.Model):
 
 def build_gan(cfg: ExperimentConfig) -> GAN:
     return GAN(cfg.model, build_generator(cfg.model, cfg.data), build_discriminator(cfg.model, cfg.data), cfg.seed)
-
