@@ -6,6 +6,7 @@
 4. Accuracy and wall time of the default experiment, trained in full.
 5. Tuning: the default config's test accuracy beside the tuned config's, after a fixed search budget.
 6. Serving: REST and gRPC latency (p50, p99) and throughput with 1, 8 and 32 clients, beside in-process calls.
+7. Generative: GAN digits scored by item 4's classifier, autoencoder reconstruction error (benchmarks/generative.py).
 
 `python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
@@ -33,6 +34,8 @@ import onnxruntime as ort
 import tensorflow as tf
 
 import training.fit
+from benchmarks.generative import generative_item
+from benchmarks.generative import table_rows as generative_table_rows
 from benchmarks.serving import serving_item
 from benchmarks.serving import table_rows as serving_table_rows
 from export import export_run
@@ -333,6 +336,7 @@ def table(results: dict) -> str:
         ),
     ]
     rows += serving_table_rows(results["serving"])
+    rows += generative_table_rows(results["generative"])
     lines = [("figure", "value", "target", "met?"), *rows]
     widths = [max(len(row[i]) for row in lines) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)
@@ -387,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         tun = tuning(Path(tmp), args.quick, trained["test_metrics"]["accuracy"])
         print("[6] serving: REST and gRPC on the development server beside in-process calls", flush=True)
         served = serving_item(serving_models(cfg), Path(cfg.export.dir), args.quick)
+        print("[7] generative experiments, scored with the classifier of [4]", flush=True)
+        generative = generative_item(Path(tmp), args.quick, cfg, trained["run_dir"])
 
     results = {
         "mode": "quick" if args.quick else "full",
@@ -403,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": {k: v for k, v in trained.items() if k != "run_dir"},
         "tuning": tun,
         "serving": served,
+        "generative": generative,
     }
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(

@@ -1,0 +1,173 @@
+"""Item 7 of `make bench`: the generative experiments, trained on the shipped digits and exported.
+
+GANs: generated digits scored by the project's own digit classifier (the default experiment's trained CNN):
+the mean top-class confidence, the entropy of the histogram of predicted classes (ln 10 ≈ 2.30 when all
+classes are equally common), and the Fréchet distance between the classifier's penultimate-layer features of
+held-out real digits and of generated ones. The same figures for a second set of real digits are the reference.
+Autoencoders and the VAE: the mean squared reconstruction error (pixels in [0, 1]) on the test split.
+Every experiment: training throughput, the export's worst parity difference, and ONNX Runtime ÷ SavedModel
+latency at batch 1 on its serving_default signature.
+
+`python -m benchmarks.generative [--quick]` runs this item alone, training the classifier briefly itself.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+import keras
+import numpy as np
+import onnxruntime as ort
+import tensorflow as tf
+
+import training.fit
+from export.publish import float32_model
+from kerasline.config import ExperimentConfig, load_experiment, task_of
+from models.gan import fixed_noise
+from pipelines.sources import load_splits
+
+EXPERIMENTS = ("digits_dcgan", "digits_wgan_gp", "digits_autoencoder", "digits_conv_autoencoder", "digits_vae")
+QUICK_OVERRIDES = ["data.limit=1200", "training.epochs=1"]
+CLASSIFIER_QUICK = ["data.limit=1200", "training.epochs=2"]
+SAMPLES = {True: 200, False: 1000}  # generated digits scored, quick | full
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """‖μa − μb‖² + Tr(Σa + Σb − 2 (Σa Σb)^½) between two sets of feature rows (Heusel et al., 2017)."""
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    # Tr (Σa Σb)^½ = Tr (Σa^½ Σb Σa^½)^½, a symmetric matrix: its eigenvalues are real and non-negative.
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
+    return float(np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+
+
+def digit_scores(classifier: keras.Model, images: np.ndarray, reference: np.ndarray) -> dict:
+    """Confidence, class-histogram entropy and Fréchet distance to `reference` features, for uint8 `images`."""
+    features_of = keras.Model(classifier.inputs, [classifier.get_layer("logits").input, classifier.output])
+    features, probabilities = (np.asarray(t) for t in features_of.predict(images.astype(np.float32), verbose=0))
+    counts = np.bincount(probabilities.argmax(-1), minlength=probabilities.shape[-1])
+    share = counts[counts > 0] / counts.sum()
+    return {
+        "confidence": float(probabilities.max(-1).mean()),
+        "class_entropy": float(-(share * np.log(share)).sum()),
+        "frechet": frechet_distance(features, reference),
+        "class_counts": counts.tolist(),
+    }
+
+
+def train_timed(cfg: ExperimentConfig) -> tuple[training.fit.TrainResult, float, list[float]]:
+    """train() with an epoch timer in front of its callbacks: (result, wall seconds, per-epoch seconds)."""
+    from benchmarks.run import EpochTimer
+
+    timer, make_callbacks = EpochTimer(), training.fit.make_callbacks
+    with mock.patch.object(training.fit, "make_callbacks", lambda *args: [timer, *make_callbacks(*args)]):
+        start = time.perf_counter()
+        result = training.fit.train(cfg)
+    return result, time.perf_counter() - start, timer.epoch_s
+
+
+def batch1_latency(version: Path, inputs: dict[str, np.ndarray], calls: int) -> dict:
+    from benchmarks.run import median_ms
+
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    one = {name: array[:1] for name, array in inputs.items()}
+    tensors = {name: tf.constant(array) for name, array in one.items()}
+    ms = {
+        "saved_model": median_ms(lambda: serve(**tensors), calls),
+        "onnxruntime": median_ms(lambda: session.run(None, one), calls),
+    }
+    return {"median_ms": ms, "ort_vs_saved_model_batch1": ms["onnxruntime"] / ms["saved_model"]}
+
+
+def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, classifier_run: Path) -> dict:
+    """Trains and exports each experiment in `tmp`; scores GAN samples with the classifier of `classifier_run`."""
+    from export import export_run
+    from export.generative import signature_inputs
+
+    classifier = float32_model(classifier_cfg, classifier_run / "best.weights.h5")
+    splits = load_splits(classifier_cfg.data, classifier_cfg.seed)
+    test_digits = np.stack([x for x, _ in splits.test.as_numpy_iterator()])
+    other_digits = np.stack([x for x, _ in splits.validation.as_numpy_iterator()])
+    features_of = keras.Model(classifier.inputs, classifier.get_layer("logits").input)
+    reference = np.asarray(features_of.predict(test_digits.astype(np.float32), verbose=0))
+    results = {"classifier_run": str(classifier_run), "real_digits": digit_scores(classifier, other_digits, reference)}
+    redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
+    for name in EXPERIMENTS:
+        print(f"[7] {name}", flush=True)
+        cfg = load_experiment(name, [*redirect, *(QUICK_OVERRIDES if quick else [])])
+        result, wall_s, epoch_s = train_timed(cfg)
+        version = export_run(cfg, result.run_dir)
+        report = json.loads((version / "verification.json").read_text())
+        splits = load_splits(cfg.data, cfg.seed)
+        train_count = int(splits.train.cardinality())
+        row = {
+            "wall_s": wall_s,
+            "epochs_run": len(epoch_s),
+            "samples_per_s": train_count / statistics.median(epoch_s[1:] or epoch_s),
+            "parity_max_abs_diff": max(d for diffs in report["max_abs_diff"].values() for d in diffs.values()),
+            "parity": report["max_abs_diff"],
+            "test_metrics": result.metrics,
+            **batch1_latency(version, signature_inputs(cfg, {})["serving_default"], 50 if quick else 200),
+        }
+        serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+        if task_of(cfg) == "generate":
+            noise = fixed_noise(SAMPLES[quick], cfg.model.latent_dim, cfg.seed + 1)
+            images = serve(noise=tf.constant(noise))["image"].numpy()
+            row |= digit_scores(classifier, images, reference)
+        else:
+            held_out = np.stack([x for x, _ in splits.test.as_numpy_iterator()])
+            errors = serve(image=tf.constant(held_out))["error"].numpy()
+            row["test_reconstruction_mse"] = float(errors.mean())
+        results[name] = row
+    return results
+
+
+def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    real = results["real_digits"]
+    triple = "{confidence:.3f} | {class_entropy:.3f} | {frechet:.2f}"
+    rows = [("7. real digits: confidence | class entropy | Fréchet", triple.format(**real), "", "")]
+    for name in EXPERIMENTS:
+        row = results[name]
+        if "frechet" in row:
+            rows.append((f"7. {name}: confidence | class entropy | Fréchet", triple.format(**row), "", ""))
+        else:
+            rows.append((f"7. {name}: test reconstruction MSE", f"{row['test_reconstruction_mse']:.4f}", "", ""))
+        speed = (
+            f"{row['samples_per_s']:.0f} | {row['parity_max_abs_diff']:.1e} | {row['ort_vs_saved_model_batch1']:.3f}"
+        )
+        rows.append(("   samples/s | parity max abs diff | ORT / SavedModel batch 1", speed, "", ""))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.generative", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"shrink everything ({' '.join(QUICK_OVERRIDES)})")
+    parser.add_argument("--out", type=Path, help="JSON results (default: print only)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
+        redirect = [f"runs_dir={tmp}/runs", f"export.dir={tmp}/exports"]
+        classifier_cfg = load_experiment("mnist_cnn", [*redirect, *(CLASSIFIER_QUICK if args.quick else [])])
+        print(f"[7] the digit classifier ({classifier_cfg.name})", flush=True)
+        classifier_run = training.fit.train(classifier_cfg).run_dir
+        results = generative_item(Path(tmp), args.quick, classifier_cfg, classifier_run)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    lines = [("figure", "value", "target", "met?"), *table_rows(results)]
+    widths = [max(len(row[i]) for row in lines) for i in range(4)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
