@@ -59,7 +59,7 @@ def digit_scores(classifier: keras.Model, images: np.ndarray, reference: np.ndar
     share = counts[counts > 0] / counts.sum()
     return {
         "confidence": float(probabilities.max(-1).mean()),
-        "class_entropy": float(-(share * np.log(share)).sum()),
+        "class_entropy": float(-(share * np.log(share)).sum()) + 0.0,  # not -0.0 for a single class
         "frechet": frechet_distance(features, reference),
         "class_counts": counts.tolist(),
     }

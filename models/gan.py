@@ -29,7 +29,8 @@ def build_discriminator(cfg: GANConfig, data: DataConfig) -> keras.Model:
     images = keras.Input(shape=tuple(data.image_shape), name="image")
     x = images
     for filters in (cfg.filters, 2 * cfg.filters):
-        x = layers.Conv2D(filters, 4, strides=2, padding="same")(x)
+        # No bias: TF's graph optimizer mis-fuses conv + bias + LeakyReLU under a gradient tape and logs an error.
+        x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False)(x)
         x = layers.LeakyReLU(0.2)(x)
         x = layers.Dropout(0.3)(x)
     x = layers.Flatten()(x)
