@@ -522,6 +522,8 @@ class ExperimentConfig(Section):
             raise ValueError(f"training.monitor: {self.model.name} has no accuracy; use val_loss")
         if self.model.name == "dcgan" and self.training.optimizer.name != "adam":
             raise ValueError("training.optimizer.name: dcgan trains both nets with Adam; set it to 'adam'")
+        if self.model.name == "dcgan" and self.training.mixed_precision == "mixed_float16":
+            raise ValueError("training.mixed_precision: dcgan's optimizers do not scale the loss; use mixed_bfloat16")
         if self.model.name == "dcgan" and self.training.schedule.name == "plateau":
             raise ValueError("training.schedule.name: plateau needs a validation score, and a GAN's losses are none")
         return self

@@ -187,6 +187,8 @@ def test_vae_kl_term_matches_the_closed_form():
 def test_generative_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="training.optimizer.name: dcgan trains both nets with Adam"):
         validate({"name": "g", "model": {"name": "dcgan"}, "training": {"optimizer": {"name": "sgd"}}})
+    with pytest.raises(ConfigError, match="training.mixed_precision: dcgan's optimizers do not scale the loss"):
+        validate({"name": "g", "model": {"name": "dcgan"}, "training": {"mixed_precision": "mixed_float16"}})
     with pytest.raises(ConfigError, match="training.monitor: vae has no accuracy"):
         validate({"name": "v", "model": {"name": "vae"}, "training": {"monitor": "val_accuracy"}})
     with pytest.raises(ConfigError, match="model.loss: 'wgan' is not one of bce, wgan_gp"):
