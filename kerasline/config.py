@@ -283,7 +283,9 @@ class GANConfig(ImageModel):
     the gradient penalty of Gulrajani et al. (2017). Both nets use Adam at training.optimizer.learning_rate."""
 
     task: ClassVar[str] = "generate"
-    default_space: ClassVar[dict] = {}
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 5e-5, "max": 5e-4, "sampling": "log"},
+    }
 
     name: Literal["dcgan"]
     latent_dim: int = Field(64, ge=1, le=4096)
