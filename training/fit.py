@@ -42,11 +42,12 @@ def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
 
 def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
     model = build_model(cfg)
-    model.compile(
-        optimizer=make_optimizer(cfg.training, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    loss, metric = {
+        "softmax": (keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy("accuracy")),
+        "sigmoid": (keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")),
+        "linear": (keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError("mae")),
+    }[getattr(cfg.model, "head", "softmax")]
+    model.compile(optimizer=make_optimizer(cfg.training, steps_per_epoch), loss=loss, metrics=[metric])
     return model
 
 
