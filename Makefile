@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 EXP    ?= mnist_cnn
 SET    ?=
 PORT   ?= 6006
+WORKERS ?= 2
 KL     := $(BIN)/kerasline
 
-.PHONY: help setup train tune evaluate export tensorboard test bench lint clean
+.PHONY: help setup train train-local-cluster tune evaluate export tensorboard test bench lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 	@echo "  EXP=$(EXP)  SET=\"key=value ...\"  e.g. make train SET=\"training.epochs=3\""
 
 setup: $(VENV)/.installed  ## create .venv and install the pinned stack
@@ -23,6 +24,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 train: setup  ## train EXP (resumes an unfinished run), test it, export it
 	$(KL) train $(EXP) $(SET)
+
+train-local-cluster: setup  ## train EXP with WORKERS=2 worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy)
+	$(BIN)/python -m kerasline.cluster --workers $(WORKERS) $(EXP) $(SET)
 
 tune: setup  ## search EXP's [tune] space (resumes); writes experiments/tuned/EXP.toml
 	$(KL) tune $(EXP) $(SET)
