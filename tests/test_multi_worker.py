@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from kerasline.cluster import free_ports, parse_workers, tf_configs
 from kerasline.errors import UserError
@@ -207,28 +206,28 @@ def h5_arrays(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def test_cluster_spec_prints_and_writes_each_workers_tf_config(tmp_path):
-    proc = run_cli("cluster-spec", "--workers", "10.0.0.1:2222,trainer-1.trainer:2222")
+def test_cluster_spec_prints_and_writes_each_workers_tf_config(kerasline, tmp_path):
+    proc = kerasline("cluster-spec", "--workers", "10.0.0.1:2222,trainer-1.trainer:2222")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     cluster = {"worker": ["10.0.0.1:2222", "trainer-1.trainer:2222"]}
     assert lines == [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in (0, 1)]
 
-    proc = run_cli("cluster-spec", "--workers", "a:1,b:2,c:3", "--index", "2")
+    proc = kerasline("cluster-spec", "--workers", "a:1,b:2,c:3", "--index", "2")
     assert json.loads(proc.stdout) == {
         "cluster": {"worker": ["a:1", "b:2", "c:3"]},
         "task": {"type": "worker", "index": 2},
     }
 
-    proc = run_cli("cluster-spec", "--workers", "a:1,b:2", "--out", str(tmp_path / "specs"))
+    proc = kerasline("cluster-spec", "--workers", "a:1,b:2", "--out", str(tmp_path / "specs"))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "specs").iterdir()) == ["worker-0.json", "worker-1.json"]
     assert json.loads((tmp_path / "specs" / "worker-1.json").read_text())["task"] == {"type": "worker", "index": 1}
 
     for workers, message in [("a:1,a:1", "listed twice"), ("a:1,b", "'b' is not host:port"), ("a:0", "not host")]:
-        proc = run_cli("cluster-spec", "--workers", workers)
+        proc = kerasline("cluster-spec", "--workers", workers)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
-    proc = run_cli("cluster-spec", "--workers", "a:1", "--index", "1")
+    proc = kerasline("cluster-spec", "--workers", "a:1", "--index", "1")
     assert proc.returncode == 2 and "--index 1: there are 1 workers" in proc.stderr
 
 
