@@ -1,4 +1,4 @@
-"""Item 7 of `make bench`: the generative experiments, trained on the shipped digits and exported.
+"""Item 9 of `make bench`: the generative experiments, trained on the shipped digits and exported.
 
 GANs: generated digits scored by the project's own digit classifier (the default experiment's trained CNN):
 the mean top-class confidence, the entropy of the histogram of predicted classes (ln 10 ≈ 2.30 when all
@@ -17,11 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
-from unittest import mock
 
 import keras
 import numpy as np
@@ -65,19 +62,8 @@ def digit_scores(classifier: keras.Model, images: np.ndarray, reference: np.ndar
     }
 
 
-def train_timed(cfg: ExperimentConfig) -> tuple[training.fit.TrainResult, float, list[float]]:
-    """train() with an epoch timer in front of its callbacks: (result, wall seconds, per-epoch seconds)."""
-    from benchmarks.run import EpochTimer
-
-    timer, make_callbacks = EpochTimer(), training.fit.make_callbacks
-    with mock.patch.object(training.fit, "make_callbacks", lambda *args: [timer, *make_callbacks(*args)]):
-        start = time.perf_counter()
-        result = training.fit.train(cfg)
-    return result, time.perf_counter() - start, timer.epoch_s
-
-
 def batch1_latency(version: Path, inputs: dict[str, np.ndarray], calls: int) -> dict:
-    from benchmarks.run import median_ms
+    from benchmarks.run import median_ms  # run.py imports this module
 
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -92,6 +78,7 @@ def batch1_latency(version: Path, inputs: dict[str, np.ndarray], calls: int) -> 
 
 def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, classifier_run: Path) -> dict:
     """Trains and exports each experiment in `tmp`; scores GAN samples with the classifier of `classifier_run`."""
+    from benchmarks.run import steady, train_default  # run.py imports this module
     from export import export_run
     from export.generative import signature_inputs
 
@@ -104,20 +91,20 @@ def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, cl
     results = {"classifier_run": str(classifier_run), "real_digits": digit_scores(classifier, other_digits, reference)}
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
     for name in EXPERIMENTS:
-        print(f"[7] {name}", flush=True)
+        print(f"    {name}", flush=True)
         cfg = load_experiment(name, [*redirect, *(QUICK_OVERRIDES if quick else [])])
-        result, wall_s, epoch_s = train_timed(cfg)
-        version = export_run(cfg, result.run_dir)
+        trained = train_default(cfg)
+        version = export_run(cfg, trained["run_dir"])
         report = json.loads((version / "verification.json").read_text())
         splits = load_splits(cfg.data, cfg.seed)
         train_count = int(splits.train.cardinality())
         row = {
-            "wall_s": wall_s,
-            "epochs_run": len(epoch_s),
-            "samples_per_s": train_count / statistics.median(epoch_s[1:] or epoch_s),
+            "wall_s": trained["wall_s"],
+            "epochs_run": trained["epochs_run"],
+            "samples_per_s": train_count / steady(trained["epoch_s"]),
             "parity_max_abs_diff": max(d for diffs in report["max_abs_diff"].values() for d in diffs.values()),
             "parity": report["max_abs_diff"],
-            "test_metrics": result.metrics,
+            "test_metrics": trained["test_metrics"],
             **batch1_latency(version, signature_inputs(cfg, {})["serving_default"], 50 if quick else 200),
         }
         serve = tf.saved_model.load(str(version)).signatures["serving_default"]
@@ -136,13 +123,13 @@ def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, cl
 def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     real = results["real_digits"]
     triple = "{confidence:.3f} | {class_entropy:.3f} | {frechet:.2f}"
-    rows = [("7. real digits: confidence | class entropy | Fréchet", triple.format(**real), "", "")]
+    rows = [("9. real digits: confidence | class entropy | Fréchet", triple.format(**real), "", "")]
     for name in EXPERIMENTS:
         row = results[name]
         if "frechet" in row:
-            rows.append((f"7. {name}: confidence | class entropy | Fréchet", triple.format(**row), "", ""))
+            rows.append((f"9. {name}: confidence | class entropy | Fréchet", triple.format(**row), "", ""))
         else:
-            rows.append((f"7. {name}: test reconstruction MSE", f"{row['test_reconstruction_mse']:.4f}", "", ""))
+            rows.append((f"9. {name}: test reconstruction MSE", f"{row['test_reconstruction_mse']:.4f}", "", ""))
         speed = (
             f"{row['samples_per_s']:.0f} | {row['parity_max_abs_diff']:.1e} | {row['ort_vs_saved_model_batch1']:.3f}"
         )
@@ -158,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
         redirect = [f"runs_dir={tmp}/runs", f"export.dir={tmp}/exports"]
         classifier_cfg = load_experiment("mnist_cnn", [*redirect, *(CLASSIFIER_QUICK if args.quick else [])])
-        print(f"[7] the digit classifier ({classifier_cfg.name})", flush=True)
+        print(f"[9] the digit classifier ({classifier_cfg.name})", flush=True)
         classifier_run = training.fit.train(classifier_cfg).run_dir
         results = generative_item(Path(tmp), args.quick, classifier_cfg, classifier_run)
     if args.out:

@@ -12,11 +12,17 @@ def serving_function(
     model: keras.Model, data: DataConfig, vectorize: keras.layers.TextVectorization | None = None
 ) -> tf.types.experimental.GenericFunction:
     """`image` uint8 [B, H, W, C], `tokens` int32 [B, L] or `text` string [B] (as data.input says)
-    → `probabilities` float32 [B, K], `class_id` int64 [B]."""
+    → `probabilities` float32 [B, K] and `class_id` int64 [B]; for a sigmoid head `probability` float32 [B]
+    (of class 1) and `class_id`; for a linear head `value` float32 [B]."""
+    head = model.layers[-1].name  # the builders name their output layer after what it gives
 
     def outputs(x):
-        probabilities = model(x, training=False)
-        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1)}
+        y = model(x, training=False)
+        if head == "probability":
+            return {"probability": y[:, 0], "class_id": tf.cast(y[:, 0] > 0.5, tf.int64)}
+        if head == "value":
+            return {"value": y[:, 0]}
+        return {"probabilities": y, "class_id": tf.argmax(y, axis=-1)}
 
     if data.input == "image":
 

@@ -26,12 +26,13 @@ def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume:
         stateful.append(
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=schedule.decay_rate, patience=schedule.patience)
         )
-    if task_of(cfg) == "classify":
-        visuals = [ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes)]
-    else:
+    visuals = []
+    if task_of(cfg) != "classify":
         from training.generative import generative_visuals
 
-        visuals = generative_visuals(cfg, logs, data)
+        visuals += generative_visuals(cfg, logs, data)
+    elif cfg.data.target == "class":
+        visuals.append(ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes))
     if cfg.data.input == "image":
         visuals.append(AugmentedImages(logs / "train", data.train(0, 1)))
     if cfg.model.name in ("transformer", "vit"):
@@ -75,7 +76,11 @@ class ConfusionMatrix(keras.callbacks.Callback):
         self.writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
-        predicted = self.model.predict(self.validation, verbose=0).argmax(-1)
+        probabilities = self.model.predict(self.validation, verbose=0)
+        if probabilities.shape[-1] > 1:
+            predicted = probabilities.argmax(-1)
+        else:  # a sigmoid head: the probability of class 1
+            predicted = (probabilities[:, 0] > 0.5).astype(int)
         matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
         np.add.at(matrix, (self.labels, predicted), 1)
         with self.writer.as_default():
