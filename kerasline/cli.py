@@ -184,8 +184,9 @@ def cmd_export(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_anomaly(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from training.anomaly import THRESHOLD_PERCENTILE, anomaly_scores, load_images
+    from training.anomaly import THRESHOLD_PERCENTILE, anomaly_scores, load_images, require_autoencoder
 
+    require_autoencoder(cfg)
     images = load_images(args.input, cfg) if args.input else None
     result = anomaly_scores(cfg, _run_dir(cfg, args), images)
     errors, threshold = result["errors"], result["threshold"]

@@ -113,7 +113,10 @@ def test_anomaly_scores_rank_noise_above_digits(autoencoder, kerasline, tmp_path
 
 def test_anomaly_input_of_the_wrong_shape_or_range_is_a_user_error(tmp_path):
     from kerasline.errors import UserError
-    from training.anomaly import load_images
+    from training.anomaly import load_images, require_autoencoder
+
+    with pytest.raises(UserError, match="anomaly scores need an autoencoder"):
+        require_autoencoder(validate({"name": "g", "model": {"name": "dcgan"}}))
 
     cfg = validate({"name": "a", "model": {"name": "autoencoder"}})
     for array, message in [

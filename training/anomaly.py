@@ -40,11 +40,15 @@ def load_images(path: Path, cfg: ExperimentConfig) -> np.ndarray:
     return images
 
 
+def require_autoencoder(cfg: ExperimentConfig) -> None:
+    if task_of(cfg) != "reconstruct":
+        raise UserError(f"{cfg.name}: anomaly scores need an autoencoder (model.name autoencoder or vae)")
+
+
 def anomaly_scores(cfg: ExperimentConfig, run_dir: Path, images: np.ndarray | None = None) -> dict:
     """{"errors": per input, "threshold": the validation errors' 99th percentile, "validation_count"}; without
     `images`, the test split is scored."""
-    if task_of(cfg) != "reconstruct":
-        raise UserError(f"{cfg.name}: anomaly scores need an autoencoder (model.name autoencoder or vae)")
+    require_autoencoder(cfg)
     setup(cfg)
     model = build_model(cfg)
     model.load_weights(run_dir / "best.weights.h5")
