@@ -48,10 +48,14 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
 
 
-def digit_scores(classifier: keras.Model, images: np.ndarray, reference: np.ndarray) -> dict:
+def feature_scorer(classifier: keras.Model) -> keras.Model:
+    """The classifier with two outputs: its penultimate features (the input of its `logits` layer) and probabilities."""
+    return keras.Model(classifier.inputs, [classifier.get_layer("logits").input, classifier.output])
+
+
+def digit_scores(scorer: keras.Model, images: np.ndarray, reference: np.ndarray) -> dict:
     """Confidence, class-histogram entropy and Fréchet distance to `reference` features, for uint8 `images`."""
-    features_of = keras.Model(classifier.inputs, [classifier.get_layer("logits").input, classifier.output])
-    features, probabilities = (np.asarray(t) for t in features_of.predict(images.astype(np.float32), verbose=0))
+    features, probabilities = (np.asarray(t) for t in scorer.predict(images.astype(np.float32), verbose=0))
     counts = np.bincount(probabilities.argmax(-1), minlength=probabilities.shape[-1])
     share = counts[counts > 0] / counts.sum()
     return {
@@ -86,9 +90,9 @@ def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, cl
     splits = load_splits(classifier_cfg.data, classifier_cfg.seed)
     test_digits = np.stack([x for x, _ in splits.test.as_numpy_iterator()])
     other_digits = np.stack([x for x, _ in splits.validation.as_numpy_iterator()])
-    features_of = keras.Model(classifier.inputs, classifier.get_layer("logits").input)
-    reference = np.asarray(features_of.predict(test_digits.astype(np.float32), verbose=0))
-    results = {"classifier_run": str(classifier_run), "real_digits": digit_scores(classifier, other_digits, reference)}
+    scorer = feature_scorer(classifier)
+    reference = np.asarray(scorer.predict(test_digits.astype(np.float32), verbose=0)[0])
+    results = {"classifier_run": str(classifier_run), "real_digits": digit_scores(scorer, other_digits, reference)}
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
     for name in EXPERIMENTS:
         print(f"    {name}", flush=True)
@@ -111,7 +115,7 @@ def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, cl
         if task_of(cfg) == "generate":
             noise = fixed_noise(SAMPLES[quick], cfg.model.latent_dim, cfg.seed + 1)
             images = serve(noise=tf.constant(noise))["image"].numpy()
-            row |= digit_scores(classifier, images, reference)
+            row |= digit_scores(scorer, images, reference)
         else:
             held_out = np.stack([x for x, _ in splits.test.as_numpy_iterator()])
             errors = serve(image=tf.constant(held_out))["error"].numpy()

@@ -198,3 +198,14 @@ def test_generative_config_errors_name_the_key():
         validate({"name": "g", "model": {"name": "dcgan", "loss": "wgan"}})
     with pytest.raises(ConfigError, match="model.filters: 3 stride-2 convs need sides divisible by 8"):
         validate({"name": "a", "model": {"name": "autoencoder", "kind": "conv", "filters": [4, 4, 4]}})
+
+
+def test_frechet_distance_matches_the_closed_form():
+    from benchmarks.generative import frechet_distance
+
+    a = np.random.default_rng(4).normal(size=(500, 6))
+    b = 2 * a + 1  # Σb = 4Σa, so (Σa Σb)^½ = 2Σa and the trace terms leave Tr Σa
+    mean_a = a.mean(0)
+    expected = np.sum((mean_a - (2 * mean_a + 1)) ** 2) + np.trace(np.cov(a, rowvar=False))
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
