@@ -48,8 +48,9 @@ def test_resnet_blocks_add_a_shortcut():
 def test_every_experiment_builds(path):
     cfg = load_experiment(str(path))
     model = build_model(cfg)
+    one_output = getattr(cfg.model, "head", "softmax") in ("sigmoid", "linear")  # a probability, or a value
     outputs = {"generate": (None, 1), "reconstruct": (None, *cfg.data.image_shape)}  # a GAN ends in its discriminator
-    assert model.output_shape == outputs.get(task_of(cfg), (None, cfg.data.num_classes))
+    assert model.output_shape == outputs.get(task_of(cfg), (None, 1 if one_output else cfg.data.num_classes))
 
 
 @pytest.mark.parametrize(
