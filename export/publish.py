@@ -18,7 +18,7 @@ import numpy as np
 from export.repository import write_models_config, write_warmup
 from export.signature import serving_function, write_onnx, write_saved_model
 from export.verify import parity_report
-from kerasline.config import ExperimentConfig, task_of
+from kerasline.config import GENERATIVE_TASKS, ExperimentConfig, task_of
 from kerasline.errors import UserError
 from kerasline.files import ensure_free_space, remove_stale_staging, staging_dir
 from models import build_model
@@ -32,7 +32,7 @@ class ParityError(UserError):
 
 
 def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
-    if task_of(cfg) != "classify":
+    if task_of(cfg) in GENERATIVE_TASKS:
         from export.generative import export_generative
 
         return export_generative(cfg, run_dir)

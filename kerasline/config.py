@@ -544,7 +544,7 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _generative_settings(self) -> "ExperimentConfig":
-        if task_of(self) == "classify":
+        if task_of(self) not in GENERATIVE_TASKS:
             return self
         if self.training.monitor != "val_loss":
             raise ValueError(f"training.monitor: {self.model.name} has no accuracy; use val_loss")
@@ -564,8 +564,12 @@ class ExperimentConfig(Section):
 _CHECKING_SPACE = "checking a tune.space value"
 
 
+GENERATIVE_TASKS = ("generate", "reconstruct")  # no labels: a GAN, autoencoders
+
+
 def task_of(cfg: ExperimentConfig) -> str:
-    """classify (labels are the target), generate (a GAN: images only) or reconstruct (autoencoders)."""
+    """classify (labels are the target) unless the model family says otherwise: generate (a GAN, images only)
+    or reconstruct (autoencoders)."""
     return getattr(cfg.model, "task", "classify")
 
 

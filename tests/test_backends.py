@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent(
     sys.meta_path.insert(0, NoTensorFlow())
     import keras
     import numpy as np
-    from kerasline.config import task_of, validate
+    from kerasline.config import GENERATIVE_TASKS, task_of, validate
     from models import build_model
 
     families = json.loads(sys.argv[1])
@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent(
     for name, (knobs, data) in families.items():
         cfg = validate({"name": name, "data": data, "model": {"name": name, **knobs}})
         model = build_model(cfg)
-        if task_of(cfg) != "classify":
+        if task_of(cfg) in GENERATIVE_TASKS:
             model.compile("adam", "mse")
             x = rng.uniform(0, 255, (8, *cfg.data.image_shape)).astype("float32")
             if cfg.model.name == "dcgan":

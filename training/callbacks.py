@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig, task_of
+from kerasline.config import GENERATIVE_TASKS, ExperimentConfig, task_of
 from models.blocks import TransformerEncoder
 from pipelines import Datasets
 from training.checkpoint import ResumePoint, RunCheckpoint
@@ -27,7 +27,7 @@ def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume:
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=schedule.decay_rate, patience=schedule.patience)
         )
     visuals = []
-    if task_of(cfg) != "classify":
+    if task_of(cfg) in GENERATIVE_TASKS:
         from training.generative import generative_visuals
 
         visuals += generative_visuals(cfg, logs, data)

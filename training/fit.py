@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig, task_of
+from kerasline.config import GENERATIVE_TASKS, ExperimentConfig, task_of
 from kerasline.errors import Preempted, UserError
 from kerasline.files import write_text_atomic
 from models import build_model
@@ -45,7 +45,7 @@ def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
 
 
 def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
-    if task_of(cfg) != "classify":
+    if task_of(cfg) in GENERATIVE_TASKS:
         from training.generative import compile_generative
 
         return compile_generative(cfg, steps_per_epoch)
