@@ -46,6 +46,8 @@ def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
         optimizer=make_optimizer(cfg.training, steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=cfg.training.jit_compile,
+        steps_per_execution=cfg.training.steps_per_execution,
     )
     return model
 
