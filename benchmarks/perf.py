@@ -26,53 +26,76 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from export import export_run
 from kerasline.config import PROJECT_ROOT, load_experiment
+from kerasline.files import write_text_atomic
 from pipelines import build_datasets
 from pipelines.sources import load_splits
 
 RACE = ("mnist_convnet", "imdb_lstm", "imdb_transformer")
-RACE_EPOCHS = {"mnist_convnet": 6, "imdb_lstm": 3, "imdb_transformer": 4}
+RACE_EPOCHS = {"mnist_convnet": 6, "imdb_lstm": 3, "imdb_transformer": 2}
 TARGETS = {"steady_vs_torch_min": 1.5, "whole_run_vs_torch_min": 1.2, "bf16_accuracy_drop_max_points": 0.2}
 # Every experiment with augmentation on, and the slice of it item 8 uses (the ratio is per step, so a slice
 # with ~20 steps an epoch is enough). imdb_reviews_lstm needs the tfds download: not measured offline.
 PIPELINE_EXPERIMENTS = {
     "digits_lenet": [],
-    "digits_resnet": ["data.limit=3000"],
-    "digits_vit": ["data.limit=3000"],
-    "digits_wide_cnn": ["data.limit=3000"],
-    "imdb_lstm": ["data.limit=1500"],
-    "imdb_gru": ["data.limit=1500"],
-    "imdb_transformer": ["data.limit=1500"],
+    "digits_resnet": ["data.limit=2400"],
+    "digits_vit": ["data.limit=2400"],
+    "digits_wide_cnn": ["data.limit=2400"],
+    "imdb_lstm": ["data.limit=1200"],
+    "imdb_gru": ["data.limit=1200"],
+    "imdb_transformer": ["data.limit=1200"],
 }
-# Levers tried on the convnet's real training path, each against the plain run. `predicted` is what we expected
-# before measuring; `kept` is what the code now does (the knobs are in kerasline/config.py).
+# Levers, each a variant of our real training run timed against a base run of the same experiment (`base` and
+# `lever` are overrides or environment). `predicted` is what we expected before measuring; `kept` is what the code
+# and experiment files now do (the knobs are declared in kerasline/config.py). Text levers run on a slice: the
+# speed-up is per step, and a slice keeps XLA's compile from dominating a 2-epoch comparison of the whole run.
+TEXT_SLICE = ["data.limit=800"]
 LEVERS = {
-    "jit_compile": {
-        "overrides": ["training.jit_compile=true"],
+    "mnist_convnet: jit_compile": {
+        "lever": ["training.jit_compile=true"],
         "predicted": "slower: the issue measured XLA on CPU about 7x slower for the convnet",
-        "kept": "training.jit_compile knob, default auto (Keras turns XLA off on a CPU-only machine)",
+        "kept": "off (auto: Keras turns XLA off on a CPU-only machine)",
     },
-    "steps_per_execution=8": {
-        "overrides": ["training.steps_per_execution=8"],
-        "predicted": "a few % faster: fewer Python round trips per step; the convnet's steps are short",
-        "kept": "training.steps_per_execution knob, default 1 (per-step SIGTERM checkpoints need 1)",
+    "mnist_convnet: steps_per_execution=8": {
+        "lever": ["training.steps_per_execution=8"],
+        "predicted": "a few % faster: fewer Python round trips; the convnet's steps are short",
+        "kept": "knob training.steps_per_execution, default 1",
     },
-    "mixed_bfloat16": {
-        "overrides": ["training.mixed_precision=mixed_bfloat16"],
-        "predicted": "faster on AVX512_BF16 convolutions, if oneDNN picks bf16 kernels",
-        "kept": "training.mixed_precision knob (already there), default float32",
+    "mnist_convnet: mixed_bfloat16": {
+        "lever": ["training.mixed_precision=mixed_bfloat16"],
+        "predicted": "faster convolutions on AVX512_BF16, if oneDNN picks bf16 kernels",
+        "kept": "knob training.mixed_precision (already there), default float32",
     },
-    "oneDNN off": {
-        "env": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "mnist_convnet: oneDNN off": {
+        "lever_env": {"TF_ENABLE_ONEDNN_OPTS": "0"},
         "predicted": "slower: plain Eigen kernels instead of oneDNN's",
-        "kept": "oneDNN stays on (TensorFlow's default on x86)",
+        "kept": "oneDNN on (TensorFlow's default on x86)",
     },
-    "1 intra-op thread": {
-        "env": {"KERASLINE_BENCH_THREADS": "1,1"},
-        "predicted": "slower on an idle machine, maybe faster when others load the 2 cores",
-        "kept": "TensorFlow's default thread pools (one thread per core)",
+    "mnist_convnet: 1 thread per pool": {
+        "lever_env": {"KERASLINE_BENCH_THREADS": "1,1"},
+        "predicted": "slower on an idle machine; maybe faster when other work loads the 2 cores",
+        "kept": "TensorFlow's default pools (one thread per core)",
+    },
+    "imdb_lstm: jit_compile": {
+        "base": ["training.jit_compile=false", *TEXT_SLICE],
+        "lever": ["training.jit_compile=true", *TEXT_SLICE],
+        "epochs": 2,
+        "predicted": "faster: XLA fuses the 256-step recurrence that the masked LSTM runs op by op",
+        "kept": "on in experiments/imdb_lstm.toml",
+    },
+    "imdb_transformer: mixed_bfloat16": {
+        "base": TEXT_SLICE,
+        "lever": ["training.mixed_precision=mixed_bfloat16", *TEXT_SLICE],
+        "epochs": 2,
+        "predicted": "faster matmuls on AVX512_BF16",
+        "kept": "float32",
     },
 }
-QUICK = {"race_epochs": 2, "repeats": 1, "levers": ("jit_compile",), "pipelines": ("digits_lenet", "imdb_lstm")}
+QUICK = {
+    "race_epochs": 2,
+    "race_overrides": ["data.limit=640"],
+    "levers": ("mnist_convnet: jit_compile",),
+    "pipelines": ("digits_lenet", "imdb_lstm"),
+}
 
 
 def race_run(side: str, experiment: str, epochs: int, overrides: list[str], env: dict | None = None) -> dict:
@@ -108,15 +131,14 @@ def summarise(runs: list[dict], samples: int) -> dict:
     }
 
 
-def race(experiment: str, epochs: int, repeats: int, keep_runs: Path | None = None) -> dict:
+def race(experiment: str, epochs: int, repeats: int, keep_runs: Path, overrides: list[str]) -> dict:
     """Ours and PyTorch in turns, A B B A ...; the last of our runs is kept in `keep_runs` for item 9."""
-    samples = int(load_splits(load_experiment(experiment).data, 42).train.cardinality())
+    samples = int(load_splits(load_experiment(experiment, overrides).data, 42).train.cardinality())
     runs: dict[str, list[dict]] = {"ours": [], "torch": []}
     order = [side for i in range(repeats) for side in (("ours", "torch") if i % 2 == 0 else ("torch", "ours"))]
     for i, side in enumerate(order):
-        keep = keep_runs is not None and side == "ours" and "ours" not in order[i + 1 :]
-        overrides = [f"runs_dir={keep_runs}"] if keep else []
-        runs[side].append(race_run(side, experiment, epochs, overrides))
+        keep = [f"runs_dir={keep_runs}"] if side == "ours" and "ours" not in order[i + 1 :] else []
+        runs[side].append(race_run(side, experiment, epochs, [*overrides, *keep]))
     ours, torch = summarise(runs["ours"], samples), summarise(runs["torch"], samples)
     return {
         "epochs": epochs,
@@ -129,38 +151,38 @@ def race(experiment: str, epochs: int, repeats: int, keep_runs: Path | None = No
     }
 
 
-def levers(experiment: str, epochs: int, names: tuple[str, ...]) -> dict:
-    """Each lever as a variant of our run, timed next to a plain run (plain, variant, variant, plain)."""
-    samples = int(load_splits(load_experiment(experiment).data, 42).train.cardinality())
+def levers(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
+    """Each lever's run against its base run, interleaved base, lever, lever, base."""
     out = {}
     for name in names:
         lever = LEVERS[name]
-        runs = {"plain": [], "lever": []}
-        for side in ("plain", "lever", "lever", "plain"):
-            overrides = lever.get("overrides", []) if side == "lever" else []
-            runs[side].append(
-                race_run("ours", experiment, epochs, overrides, lever.get("env") if side == "lever" else None)
-            )
-        plain, variant = summarise(runs["plain"], samples), summarise(runs["lever"], samples)
+        experiment = name.split(":")[0]
+        overrides = {side: [*lever.get(side, []), *shrink] for side in ("base", "lever")}
+        samples = int(load_splits(load_experiment(experiment, overrides["base"]).data, 42).train.cardinality())
+        runs: dict[str, list[dict]] = {"base": [], "lever": []}
+        for side in ("base", "lever", "lever", "base"):
+            env = lever.get(f"{side}_env")
+            runs[side].append(race_run("ours", experiment, lever.get("epochs", epochs), overrides[side], env))
+        base, variant = summarise(runs["base"], samples), summarise(runs["lever"], samples)
         out[name] = {
             "predicted": lever["predicted"],
             "kept": lever["kept"],
-            "plain": plain,
+            "base": base,
             "lever": variant,
-            "steady_ratio": variant["samples_per_s"] / plain["samples_per_s"],
-            "whole_run_ratio": plain["wall_s"] / variant["wall_s"],
-            "accuracy_change_points": 100 * (statistics.mean(variant["accuracy"]) - statistics.mean(plain["accuracy"])),
+            "steady_ratio": variant["samples_per_s"] / base["samples_per_s"],
+            "whole_run_ratio": base["wall_s"] / variant["wall_s"],
+            "accuracy_change_points": 100 * (statistics.mean(variant["accuracy"]) - statistics.mean(base["accuracy"])),
         }
     return out
 
 
-def pipelines(names: tuple[str, ...], epochs: int) -> dict:
+def pipelines(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
     """Item 8: item 1's overhead measurement per experiment, and the augmentation pipeline alone."""
     from benchmarks.run import pipeline_overhead  # run.py imports this module: import at call time
 
     out = {}
     for name in names:
-        cfg = load_experiment(name, PIPELINE_EXPERIMENTS[name])
+        cfg = load_experiment(name, [*PIPELINE_EXPERIMENTS[name], *shrink])
         overhead = pipeline_overhead(cfg, epochs)
         data = build_datasets(cfg)
         start, count = time.perf_counter(), 0
@@ -169,7 +191,7 @@ def pipelines(names: tuple[str, ...], epochs: int) -> dict:
         alone = count / (time.perf_counter() - start)
         consumed = cfg.data.batch_size / (overhead["in_memory_step_ms"] / 1000)
         out[name] = {
-            "overrides": PIPELINE_EXPERIMENTS[name],
+            "overrides": [*PIPELINE_EXPERIMENTS[name], *shrink],
             **overhead,
             "pipeline_examples_per_s": alone,
             "model_examples_per_s": consumed,
@@ -231,20 +253,28 @@ def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[in
     }
 
 
-def performance_suite(tmp: Path, quick: bool) -> dict:
-    """Items 7, 8 and 9, in that order (item 9 exports the runs item 7 kept)."""
+def performance_suite(tmp: Path, quick: bool, progress: Path | None = None) -> dict:
+    """Items 7, 8 and 9, in that order (item 9 exports the runs item 7 kept). With `progress`, the figures so far
+    are written there after each item, so a run stopped on a busy machine still leaves what it measured."""
+
+    def save() -> None:
+        if progress:
+            write_text_atomic(progress, json.dumps(out, indent=2, default=str) + "\n")
+
     runs_dir, exports_dir = tmp / "perf-runs", tmp / "perf-exports"
+    shrink = QUICK["race_overrides"] if quick else []
     out: dict = {"race": {}, "levers": {}, "pipelines": {}, "inference": {}, "targets": TARGETS}
     for experiment in RACE:
         epochs = QUICK["race_epochs"] if quick else RACE_EPOCHS[experiment]
         print(f"[7] {experiment}: ours vs PyTorch, {epochs} epochs a run", flush=True)
-        out["race"][experiment] = race(experiment, epochs, 1 if quick else 2, keep_runs=runs_dir)
-    print("[7] levers on mnist_convnet", flush=True)
-    out["levers"] = levers(
-        "mnist_convnet", QUICK["race_epochs"] if quick else 4, QUICK["levers"] if quick else tuple(LEVERS)
-    )
+        out["race"][experiment] = race(experiment, epochs, 1 if quick else 2, runs_dir, shrink)
+        save()
+    print("[7] levers", flush=True)
+    out["levers"] = levers(QUICK["levers"] if quick else tuple(LEVERS), QUICK["race_epochs"] if quick else 3, shrink)
+    save()
     print("[8] input pipeline of every experiment with augmentation on", flush=True)
-    out["pipelines"] = pipelines(QUICK["pipelines"] if quick else tuple(PIPELINE_EXPERIMENTS), 2 if quick else 3)
+    out["pipelines"] = pipelines(QUICK["pipelines"] if quick else tuple(PIPELINE_EXPERIMENTS), 2, shrink)
+    save()
     for experiment in RACE:
         print(f"[9] {experiment}: export, SavedModel vs ONNX Runtime (float32, int8)", flush=True)
         calls = {1: 30, 64: 5} if quick else {1: 200, 64: 30}
@@ -278,7 +308,7 @@ def table_rows(perf: dict) -> list[tuple[str, str, str, str]]:
     for name, lever in perf["levers"].items():
         rows.append(
             (
-                f"7. lever {name}: steady | whole-run speed-up",
+                f"7. lever {name}: speed-up steady | whole",
                 f"{lever['steady_ratio']:.2f} | {lever['whole_run_ratio']:.2f}",
                 "",
                 "",
@@ -352,16 +382,16 @@ def results_markdown(perf: dict, machine: dict, started: str, mode: str) -> str:
         "Steady state: training samples ÷ the median epoch after the first (an epoch includes its validation "
         "pass; ours also its callbacks). Whole run: data loading, model building, every epoch and the test pass.",
         "",
-        "## Levers (mnist_convnet, our run with the lever ÷ the plain run, interleaved)",
+        "## Levers (our run with the lever against its base run, interleaved; text levers on 800 examples)",
         "",
-        "| lever | predicted | steady speed-up | whole-run speed-up | samples/s lever / plain | "
+        "| lever | predicted | steady speed-up | whole-run speed-up | samples/s lever / base | "
         "accuracy change (points) | kept |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, lever in perf["levers"].items():
         lines.append(
             f"| {name} | {lever['predicted']} | {lever['steady_ratio']:.2f} | {lever['whole_run_ratio']:.2f} | "
-            f"{lever['lever']['samples_per_s']:.0f} / {lever['plain']['samples_per_s']:.0f} | "
+            f"{lever['lever']['samples_per_s']:.0f} / {lever['base']['samples_per_s']:.0f} | "
             f"{lever['accuracy_change_points']:+.2f} | {lever['kept']} |"
         )
     lines += [

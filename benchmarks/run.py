@@ -368,7 +368,7 @@ def perf_only(args: argparse.Namespace) -> int:
     started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
-        suite = perf.performance_suite(Path(tmp), args.quick)
+        suite = perf.performance_suite(Path(tmp), args.quick, progress=args.out.with_suffix(".partial.json"))
     results = {
         "mode": "quick" if args.quick else "full",
         "started": started,
