@@ -381,6 +381,8 @@ def results_markdown(perf: dict, machine: dict, started: str, mode: str) -> str:
         "",
         "Steady state: training samples ÷ the median epoch after the first (an epoch includes its validation "
         "pass; ours also its callbacks). Whole run: data loading, model building, every epoch and the test pass.",
+        "PyTorch runs with OMP_WAIT_POLICY=PASSIVE: with its OpenMP workers spinning (the default) its convnet step "
+        "took 1.3 s instead of 79 ms while other work shared the cores, so passive waiting is its best case here.",
         "",
         "## Levers (our run with the lever against its base run, interleaved; text levers on 800 examples)",
         "",
@@ -395,6 +397,9 @@ def results_markdown(perf: dict, machine: dict, started: str, mode: str) -> str:
             f"{lever['accuracy_change_points']:+.2f} | {lever['kept']} |"
         )
     lines += [
+        "",
+        "Accuracy changes of the text levers come from 2 epochs on 800 examples: noise of a few points, not a verdict "
+        "on the lever; their whole-run figure is dominated by compiling on such a short run.",
         "",
         "## 8. Input pipeline (augmentation on)",
         "",
