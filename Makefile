@@ -9,6 +9,7 @@ WORKERS ?= 2
 KL     := $(BIN)/kerasline
 
 SERVER ?= http://127.0.0.1:8501
+BENCH  ?=
 
 .PHONY: help setup train train-local-cluster tune evaluate export tensorboard test bench lint clean serve deploy rollback \
 	predict anomaly
@@ -62,8 +63,9 @@ tensorboard: setup  ## serve runs/ on 127.0.0.1 (PORT=6006)
 test: setup  ## the test suite (what CI runs)
 	$(BIN)/pytest
 
-bench: setup  ## benchmarks: prints a table, writes benchmarks/results.json
-	$(BIN)/python -m benchmarks.run
+bench: setup  ## benchmarks: prints a table, writes benchmarks/results.json and RESULTS.md (BENCH="--perf --quick")
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
+	$(BIN)/python -m benchmarks.run $(BENCH)
 
 lint: setup  ## ruff
 	$(BIN)/ruff check .

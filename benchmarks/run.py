@@ -11,8 +11,11 @@
 8. The model zoo: per experiment, test quality on its real data, training throughput, export parity and ONNX
    Runtime ÷ SavedModel latency at batch 1; the sequence models beside the bag-of-words baseline.
 9. Generative: GAN digits scored by item 4's classifier, autoencoder reconstruction error (benchmarks/generative.py).
+10-12. The performance suite (benchmarks/perf.py): training against PyTorch and the levers, every experiment's input
+   pipeline, ONNX Runtime (float32 and int8) against the SavedModel; it regenerates benchmarks/RESULTS.md.
 
 `python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
+`python -m benchmarks.run --perf [--quick]` runs items 10-12 alone (PyTorch: the `bench` extra).
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
 (real TF Serving) that serves the repository DIR.
 """
@@ -41,6 +44,7 @@ import onnxruntime as ort
 import tensorflow as tf
 
 import training.fit
+from benchmarks import perf
 from benchmarks.generative import generative_item
 from benchmarks.generative import table_rows as generative_table_rows
 from benchmarks.serving import serving_item
@@ -52,6 +56,7 @@ from export.publish import float32_model
 from export.repository import model_dirs
 from kerasline.cluster import free_ports, tf_configs
 from kerasline.config import EXPERIMENTS_DIR, ExperimentConfig, load_experiment
+from kerasline.files import write_text_atomic
 from pipelines import build_datasets
 from pipelines.sources import load_splits
 from training.fit import compile_model, setup
@@ -444,6 +449,7 @@ def table(results: dict) -> str:
     ]
     rows += zoo_table_rows(results["zoo"])
     rows += generative_table_rows(results["generative"])
+    rows += perf.table_rows(results["performance"])
     lines = [("figure", "value", "target", "met?"), *rows]
     widths = [max(len(row[i]) for row in lines) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)
@@ -469,16 +475,48 @@ def serving_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def perf_only(args: argparse.Namespace) -> int:
+    """Items 7-9 alone: their table rows, results JSON and benchmarks/RESULTS.md."""
+    started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
+        suite = perf.performance_suite(Path(tmp), args.quick, progress=args.out.with_suffix(".partial.json"))
+    results = {
+        "mode": "quick" if args.quick else "full",
+        "started": started,
+        "elapsed_s": time.perf_counter() - start,
+        "machine": {**machine(), "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0]},
+        "versions": versions(),
+        "performance": suite,
+    }
+    write_perf_outputs(results, args.out)
+    lines = [("figure", "value", "target", "met?"), *perf.table_rows(suite)]
+    widths = [max(len(row[i]) for row in lines) for i in range(4)]
+    print(f"\nkerasline performance suite ({results['mode']}, {results['elapsed_s']:.0f} s, load {load_before:.2f})")
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines))
+    print(f"\nresults: {args.out}, {perf.RESULTS_MD}")
+    return 0
+
+
+def write_perf_outputs(results: dict, out: Path) -> None:
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    markdown = perf.results_markdown(results["performance"], results["machine"], results["started"], results["mode"])
+    write_text_atomic(perf.RESULTS_MD, markdown)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"shrink everything ({' '.join(QUICK_OVERRIDES)})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
+    parser.add_argument("--perf", action="store_true", help="items 10-12 only: PyTorch race, pipelines, ONNX")
     parser.add_argument("--server", help="item 6 only, against this REST URL (e.g. real TF Serving)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="with --server: its gRPC address")
     parser.add_argument("--repo", type=Path, help="with --server: the repository it serves (in-process reference)")
     args = parser.parse_args(argv)
     if args.server:
         return serving_only(args)
+    if args.perf:
+        return perf_only(args)
     epochs = 2 if args.quick else 3
     started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     # Other work on the machine skews every timing here; the load average before we start is the witness.
@@ -505,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         scale = scaling(args.quick)
         print("[9] generative experiments, scored with the classifier of [4]", flush=True)
         generative = generative_item(Path(tmp), args.quick, cfg, trained["run_dir"])
+        suite = perf.performance_suite(Path(tmp), args.quick)
 
     results = {
         "mode": "quick" if args.quick else "full",
@@ -524,8 +563,9 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": scale,
         "zoo": zoo,
         "generative": generative,
+        "performance": suite,
     }
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_perf_outputs(results, args.out)
     print(
         f"\nkerasline benchmarks ({results['mode']}, {results['elapsed_s']:.0f} s, "
         f"{results['machine']['cpu_model']}, {results['machine']['cpu_count']} CPUs)"

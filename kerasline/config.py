@@ -130,7 +130,8 @@ class CNNConfig(ImageModel):
     filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=8)
     convs_per_block: int = Field(2, ge=1, le=8)
     batch_norm: bool = True
-    dense_units: int = Field(128, ge=1, le=65_536)
+    padding: Literal["same", "valid"] = Field("same", description="valid: each conv trims a pixel per edge")
+    dense_units: int = Field(128, ge=0, le=65_536, description="0: no hidden dense layer (the keras-io convnet)")
     dropout: float = Field(0.3, ge=0, lt=1)
     initializer: Initializer = "he_normal"
     l1: float = Field(0.0, ge=0)
@@ -139,7 +140,10 @@ class CNNConfig(ImageModel):
     size_key: ClassVar[str] = "model.filters"
 
     def min_side(self) -> int:
-        return 2 ** len(self.filters)
+        side = 1
+        for _ in self.filters:  # back from a 1×1 output: each pool halves the side, each valid conv trims 2
+            side = 2 * side + (2 * self.convs_per_block if self.padding == "valid" else 0)
+        return side
 
 
 class MLPConfig(ImageModel):
@@ -383,6 +387,8 @@ class TrainingConfig(Section):
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
     monitor: Literal["val_loss", "val_accuracy", "val_mae"] = "val_loss"
     early_stopping_patience: int | None = Field(5, ge=1, le=10_000)
+    jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: Keras decides (off on a CPU)")
+    steps_per_execution: int = Field(1, ge=1, le=10_000, description="training steps per traced call")
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
 

@@ -11,13 +11,18 @@ SYNC_BN = keras.backend.backend() == "tensorflow"  # synchronized=True raises on
 def build_cnn(cfg: CNNConfig, data: DataConfig) -> keras.Model:
     """(B, H, W, C) float pixels in [0, 255] → (B, num_classes) class probabilities."""
     regularizer = keras.regularizers.L1L2(l1=cfg.l1, l2=cfg.l2) if cfg.l1 or cfg.l2 else None
-    conv_kwargs = dict(kernel_initializer=cfg.initializer, kernel_regularizer=regularizer, use_bias=not cfg.batch_norm)
+    conv_kwargs = dict(
+        padding=cfg.padding,
+        kernel_initializer=cfg.initializer,
+        kernel_regularizer=regularizer,
+        use_bias=not cfg.batch_norm,
+    )
 
     inputs = keras.Input(shape=tuple(data.image_shape), name="image")
     x = layers.Rescaling(1 / 255)(inputs)
     for block, filters in enumerate(cfg.filters):
         for i in range(cfg.convs_per_block):
-            x = layers.Conv2D(filters, 3, padding="same", name=f"block{block}_conv{i}", **conv_kwargs)(x)
+            x = layers.Conv2D(filters, 3, name=f"block{block}_conv{i}", **conv_kwargs)(x)
             if cfg.batch_norm:
                 # Statistics over the global batch under tf.distribute, so replicas train like one device.
                 x = layers.BatchNormalization(synchronized=SYNC_BN, name=f"block{block}_bn{i}")(x)
@@ -25,10 +30,11 @@ def build_cnn(cfg: CNNConfig, data: DataConfig) -> keras.Model:
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(cfg.dropout)(x)
-    x = layers.Dense(
-        cfg.dense_units, activation="relu", kernel_initializer=cfg.initializer, kernel_regularizer=regularizer
-    )(x)
-    x = layers.Dropout(cfg.dropout)(x)
+    if cfg.dense_units:
+        x = layers.Dense(
+            cfg.dense_units, activation="relu", kernel_initializer=cfg.initializer, kernel_regularizer=regularizer
+        )(x)
+        x = layers.Dropout(cfg.dropout)(x)
     logits = layers.Dense(data.num_classes, kernel_regularizer=regularizer, name="logits")(x)
     probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, probabilities, name="cnn")

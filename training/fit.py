@@ -55,7 +55,13 @@ def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
         "sigmoid": (keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")),
         "linear": (keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError("mae")),
     }[getattr(cfg.model, "head", "softmax")]
-    model.compile(optimizer=make_optimizer(cfg.training, steps_per_epoch), loss=loss, metrics=[metric])
+    model.compile(
+        optimizer=make_optimizer(cfg.training, steps_per_epoch),
+        loss=loss,
+        metrics=[metric],
+        jit_compile=cfg.training.jit_compile,
+        steps_per_execution=cfg.training.steps_per_execution,
+    )
     return model
 
 
