@@ -12,15 +12,19 @@ def serving_function(
     model: keras.Model, data: DataConfig, vectorize: keras.layers.TextVectorization | None = None
 ) -> tf.types.experimental.GenericFunction:
     """`image` uint8 [B, H, W, C], `tokens` int32 [B, L] or `text` string [B] (as data.input says)
-    → `probabilities` float32 [B, K], `class_id` int64 [B]."""
+    → `probabilities` float32 [B, K], `class_id` int64 [B]; segmentation: `image` uint8 [B, H, W, C] →
+    `probabilities` float32 [B, H, W, K], `mask` int64 [B, H, W], at data.image_shape."""
+    top = "mask" if data.task == "segmentation" else "class_id"
 
     def outputs(x):
         probabilities = model(x, training=False)
-        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1)}
+        return {"probabilities": probabilities, top: tf.argmax(probabilities, axis=-1)}
 
     if data.input == "image":
+        # A U-Net takes any side that divides by 2**depth; serving pins data.image_shape (one shape to batch).
+        image_shape = tuple(data.image_shape) if data.task == "segmentation" else model.input_shape[1:]
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8, name="image")])
+        @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="image")])
         def serve(image):
             return outputs(tf.cast(image, tf.float32))
 

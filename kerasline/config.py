@@ -60,6 +60,9 @@ class DataConfig(Section):
     input: Literal["image", "tokens", "text"] = Field(
         "image", description="what the model and its export take: uint8 pixels, int token ids or raw strings"
     )
+    task: Literal["classification", "segmentation"] = Field(
+        "classification", description="segmentation: the targets are masks int32 [H, W] of class ids, not labels"
+    )
     name: str = Field(
         "mnist_8k",
         description="samples: a file stem in data/ or a .npz path; tfds: a dataset name; "
@@ -77,6 +80,7 @@ class DataConfig(Section):
         None, description="image samples and folder: use N examples, then split; tokens and tfds: at most N per split"
     )
     batch_size: int = Field(128, ge=1, le=65_536, description="global batch, split across replicas")
+    crop: Side | None = Field(None, description="segmentation: train on random square crops of this side")
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)
     on_error: Literal["raise", "skip"] = Field("raise", description="skip: drop bad records and report them")
     augment: AugmentConfig = AugmentConfig()
@@ -89,6 +93,7 @@ class ImageModel(Section):
     """A family that takes `image` input; `min_side` is the smallest image side it fits."""
 
     inputs: ClassVar[tuple[str, ...]] = ("image",)
+    task: ClassVar[str] = "classification"
     size_key: ClassVar[str] = "model.name"  # the key that sets min_side, for the error message
 
     def min_side(self) -> int:
@@ -108,6 +113,7 @@ class SequenceModel(Section):
     """A family that takes token ids (or text, vectorised inside the exported graph)."""
 
     inputs: ClassVar[tuple[str, ...]] = ("tokens", "text")
+    task: ClassVar[str] = "classification"
 
     def data_problem(self, data: "DataConfig") -> str | None:
         return None
@@ -277,6 +283,42 @@ class ViTConfig(EncoderKnobs, ImageModel):
         return None
 
 
+class UNetConfig(ImageModel):
+    """A U-Net (Ronneberger et al., 2015): an encoder of conv blocks and 2×2 max-pools, a decoder that upsamples
+    and concatenates the encoder's block at the same scale (the skip), then a per-pixel softmax."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 3e-3, "sampling": "log"},
+        "model.filters": {"type": "choice", "values": [8, 16, 32]},
+    }
+
+    task: ClassVar[str] = "segmentation"
+    name: Literal["unet"]
+    depth: int = Field(4, ge=1, le=8, description="2×2 poolings; image sides and data.crop divide by 2**depth")
+    filters: int = Field(16, ge=1, le=1024, description="filters of the first block, doubled at every depth")
+    decoder: Literal["transposed", "upsampling"] = Field(
+        "transposed", description="2×2 stride-2 transposed conv, or bilinear upsampling then a 3×3 conv"
+    )
+    batch_norm: bool = True
+    dropout: float = Field(0.0, ge=0, lt=1, description="before the bottleneck's convs")
+    loss: Literal["crossentropy", "dice", "ce_dice", "boundary_ce"] = Field(
+        "crossentropy", description="boundary_ce: cross-entropy weighted up near mask boundaries (shape-aware)"
+    )
+    boundary_weight: float = Field(5.0, ge=0, le=1000, description="boundary_ce: extra weight of boundary pixels")
+    boundary_width: int = Field(3, ge=1, le=63, description="boundary_ce: pixels within this window of a boundary")
+
+    def data_problem(self, data: "DataConfig") -> str | None:
+        step = 2**self.depth
+        if data.image_shape[0] % step or data.image_shape[1] % step:
+            return (
+                f"data.image_shape: {list(data.image_shape)} does not divide by 2**model.depth = {step}; "
+                "use sides that do, or a smaller model.depth"
+            )
+        if data.crop is not None and data.crop % step:
+            return f"data.crop: {data.crop} does not divide by 2**model.depth = {step}"
+        return None
+
+
 MODEL_CONFIGS = {
     "cnn": CNNConfig,
     "mlp": MLPConfig,
@@ -286,6 +328,7 @@ MODEL_CONFIGS = {
     "rnn": RNNConfig,
     "transformer": TransformerConfig,
     "vit": ViTConfig,
+    "unet": UNetConfig,
 }
 ModelConfig = Annotated[functools.reduce(operator.or_, MODEL_CONFIGS.values()), Field(discriminator="name")]
 
@@ -311,7 +354,9 @@ class TrainingConfig(Section):
     epochs: int = Field(20, ge=1, le=10_000)
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy", "val_mean_iou", "val_dice"] = Field(
+        "val_loss", description="val_mean_iou and val_dice: segmentation only"
+    )
     early_stopping_patience: int | None = Field(5, ge=1, le=10_000)
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -429,6 +474,14 @@ class ExperimentConfig(Section):
             raise ValueError(f"data.augment.{image_knobs[0]}: an image augmentation, but data.input is {data.input!r}")
         if data.input == "image" and data.augment.word_dropout:
             raise ValueError("data.augment.word_dropout: a token augmentation, but data.input is 'image'")
+        if data.task != model.task:
+            raise ValueError(f"data.task: {model.name} does {model.task}, but data.task is {data.task!r}")
+        if data.crop is not None and data.task != "segmentation":
+            raise ValueError(f"data.crop: segmentation trains on crops, but data.task is {data.task!r}")
+        if data.crop is not None and data.crop > min(data.image_shape[:2]):
+            raise ValueError(f"data.crop: {data.crop} is larger than data.image_shape {list(data.image_shape)}")
+        if self.training.monitor in SEGMENTATION_MONITORS and data.task != "segmentation":
+            raise ValueError(f"training.monitor: {self.training.monitor} is a segmentation metric")
         problem = model.data_problem(data)
         if problem:
             raise ValueError(problem)
@@ -461,6 +514,8 @@ class ExperimentConfig(Section):
 
 
 _CHECKING_SPACE = "checking a tune.space value"
+SEGMENTATION_MONITORS = ("val_mean_iou", "val_dice")
+MAXIMISED_MONITORS = ("val_accuracy", *SEGMENTATION_MONITORS)  # the others (val_loss) are minimised
 
 
 def get_dotted(raw: dict, key: str) -> Any:

@@ -9,6 +9,7 @@ from models.mlp import build_mlp
 from models.resnet import build_resnet
 from models.rnn import build_rnn
 from models.transformer import build_transformer, build_vit
+from models.unet import build_unet
 from models.wide_cnn import build_wide_cnn
 
 BUILDERS = {
@@ -20,6 +21,7 @@ BUILDERS = {
     "rnn": build_rnn,
     "transformer": build_transformer,
     "vit": build_vit,
+    "unet": build_unet,
 }
 
 

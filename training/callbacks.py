@@ -7,24 +7,33 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig
+from kerasline.config import MAXIMISED_MONITORS, ExperimentConfig
 from models.blocks import TransformerEncoder
 from pipelines import Datasets
 from training.checkpoint import ResumePoint, RunCheckpoint
+from training.segmentation import MaskOverlays
 
 
 def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume: ResumePoint) -> list:
     """The run's callbacks; RunCheckpoint comes last (see its docstring)."""
     monitor, schedule = cfg.training.monitor, cfg.training.schedule
+    mode = "max" if monitor in MAXIMISED_MONITORS else "min"  # Keras guesses "auto" from the name: not for iou/dice
     logs = run_dir / "logs"
     stateful = []
     if cfg.training.early_stopping_patience:
-        stateful.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.training.early_stopping_patience))
+        stateful.append(
+            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.training.early_stopping_patience)
+        )
     if schedule.name == "plateau":
         stateful.append(
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=schedule.decay_rate, patience=schedule.patience)
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, mode=mode, factor=schedule.decay_rate, patience=schedule.patience
+            )
         )
-    visuals = [ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes)]
+    if cfg.data.task == "segmentation":
+        visuals = [MaskOverlays(logs / "validation", data.validation, cfg.data.num_classes)]
+    else:
+        visuals = [ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes)]
     if cfg.data.input == "image":
         visuals.append(AugmentedImages(logs / "train", data.train(0, 1)))
     if cfg.model.name in ("transformer", "vit"):

@@ -19,6 +19,7 @@ from training.callbacks import make_callbacks
 from training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
 from training.optim import make_optimizer
 from training.runs import open_run
+from training.segmentation import segmentation_loss, segmentation_metrics
 from training.strategy import make_strategy
 
 
@@ -42,11 +43,13 @@ def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
 
 def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
     model = build_model(cfg)
-    model.compile(
-        optimizer=make_optimizer(cfg.training, steps_per_epoch),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    if cfg.data.task == "segmentation":
+        loss = segmentation_loss(cfg.model, cfg.data.num_classes)
+        metrics = segmentation_metrics(cfg.data.num_classes)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    model.compile(optimizer=make_optimizer(cfg.training, steps_per_epoch), loss=loss, metrics=metrics)
     return model
 
 
