@@ -42,6 +42,8 @@ def _conv_block(x, filters: int, batch_norm: bool, name: str):
             filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal", name=f"{name}_conv{i}"
         )(x)
         if batch_norm:
-            x = layers.BatchNormalization(synchronized=SYNC_BN, name=f"{name}_bn{i}")(x)
+            # A few large images make few steps per epoch: the moving statistics that inference uses must
+            # follow faster than Keras's default momentum (0.99) lets them, or validation sees stale ones.
+            x = layers.BatchNormalization(momentum=0.9, synchronized=SYNC_BN, name=f"{name}_bn{i}")(x)
         x = layers.ReLU()(x)
     return x
