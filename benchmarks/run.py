@@ -6,6 +6,7 @@
 4. Accuracy and wall time of the default experiment, trained in full.
 5. Tuning: the default config's test accuracy beside the tuned config's, after a fixed search budget.
 6. Serving: REST and gRPC latency (p50, p99) and throughput with 1, 8 and 32 clients, beside in-process calls.
+7. Segmentation: the U-Net experiment trained by `train`: IoU on held-out slices, throughput, parity, latency.
 
 `python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
@@ -50,6 +51,8 @@ QUICK_OVERRIDES = ["data.limit=1200", "training.epochs=2"]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 # keras pob = predict_on_batch (a traced function); keras call = model(x, training=False), eager.
 LATENCY_COLUMNS = ("keras_predict_on_batch", "keras_call", "saved_model", "onnxruntime")
+SEGMENTATION_EXPERIMENT = "isbi_unet"
+QUICK_SEGMENTATION = ["data.limit=8", "data.crop=64", "model.depth=2", "model.filters=4", "training.epochs=2"]
 TARGETS = {"pipeline_overhead_max": 1.05, "ort_vs_saved_model_batch1_max": 0.5, "test_accuracy_min": 0.99}
 
 
@@ -260,6 +263,69 @@ def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict
     }
 
 
+def segmentation(tmp: Path, quick: bool) -> dict:
+    """Item 7: the U-Net experiment trained by `train` (timed as item 4), exported, then one whole held-out slice
+    timed through the reloaded SavedModel and ONNX Runtime."""
+    redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
+    cfg = load_experiment(SEGMENTATION_EXPERIMENT, [*redirect, *(QUICK_SEGMENTATION if quick else [])])
+    trained = train_default(cfg)
+    splits = load_splits(cfg.data, cfg.seed)
+    crops = int(splits.train.cardinality())
+    version = export_run(cfg, trained["run_dir"])
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    image = next(splits.test.batch(1).as_numpy_iterator())[0]
+    calls = 5 if quick else 20
+    ms = {
+        "saved_model": median_ms(lambda: serve(image=tf.constant(image))["probabilities"].numpy(), calls, warmup=2),
+        "onnxruntime": median_ms(lambda: session.run(["probabilities"], {"image": image})[0], calls, warmup=2),
+    }
+    verification = json.loads((version / "verification.json").read_text())
+    return {
+        "experiment": SEGMENTATION_EXPERIMENT,
+        "overrides": QUICK_SEGMENTATION if quick else [],
+        "test_metrics": trained["test_metrics"],
+        "epochs_run": len(trained["epoch_s"]),
+        "wall_s": trained["wall_s"],
+        "crops_per_epoch": crops,
+        "crops_per_s": crops / steady(trained["epoch_s"]),
+        "steps_only_crops_per_s": crops / steady(trained["steps_s"]),
+        "parity_max_abs_diff": max(d for diffs in verification["max_abs_diff"].values() for d in diffs.values()),
+        "parity_samples": verification["samples"],
+        "batch1_median_ms": ms,
+        "ort_vs_saved_model_batch1": ms["onnxruntime"] / ms["saved_model"],
+    }
+
+
+def segmentation_rows(seg: dict) -> list[tuple[str, str, str, str]]:
+    metrics = seg["test_metrics"]
+    ious = " | ".join(f"{metrics[k]:.3f}" for k in sorted(metrics) if k.startswith("iou_"))
+    ms = seg["batch1_median_ms"]
+    return [
+        (f"7. {seg['experiment']}: test mean IoU, held-out slices", f"{metrics['mean_iou']:.3f}", "", ""),
+        ("   IoU per class | Dice", f"{ious} | {metrics['dice']:.3f}", "", ""),
+        (
+            "   training crops/s: whole epochs | steps only",
+            f"{seg['crops_per_s']:.1f} | {seg['steps_only_crops_per_s']:.1f}",
+            "",
+            "",
+        ),
+        ("   training wall time (epochs run)", f"{seg['wall_s']:.0f} s ({seg['epochs_run']})", "", ""),
+        (
+            "   export parity: max abs diff",
+            f"{seg['parity_max_abs_diff']:.2e} ({seg['parity_samples']} slices)",
+            "",
+            "",
+        ),
+        (
+            "   ORT / SavedModel, batch 1 (ms: SM | ORT)",
+            f"{seg['ort_vs_saved_model_batch1']:.3f} ({ms['saved_model']:.0f} | {ms['onnxruntime']:.0f})",
+            "",
+            "",
+        ),
+    ]
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "cpu_model": None, "flags": {}}
     try:
@@ -333,6 +399,7 @@ def table(results: dict) -> str:
         ),
     ]
     rows += serving_table_rows(results["serving"])
+    rows += segmentation_rows(results["segmentation"])
     lines = [("figure", "value", "target", "met?"), *rows]
     widths = [max(len(row[i]) for row in lines) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)
@@ -387,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         tun = tuning(Path(tmp), args.quick, trained["test_metrics"]["accuracy"])
         print("[6] serving: REST and gRPC on the development server beside in-process calls", flush=True)
         served = serving_item(serving_models(cfg), Path(cfg.export.dir), args.quick)
+        print(f"[7] segmentation: {SEGMENTATION_EXPERIMENT} trained in full, exported, timed", flush=True)
+        seg = segmentation(Path(tmp), args.quick)
 
     results = {
         "mode": "quick" if args.quick else "full",
@@ -403,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": {k: v for k, v in trained.items() if k != "run_dir"},
         "tuning": tun,
         "serving": served,
+        "segmentation": seg,
     }
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(
