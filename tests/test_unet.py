@@ -282,6 +282,8 @@ def test_oxford_pets_through_tfds_load_resizes_and_renumbers_the_trimaps():
         cfg = load_experiment("pets_unet", ["data.image_shape=[32, 32, 3]", "data.batch_size=4"])
         splits = load_splits(cfg.data, cfg.seed)
         images, masks = next(iter(splits.train.batch(12)))
+        crops, crop_masks = next(iter(build_datasets(cfg).train(0, 1)))  # all one size now: they batch
     assert images.dtype == tf.uint8 and images.shape[1:] == (32, 32, 3)
     assert masks.dtype == tf.int32 and masks.shape[1:] == (32, 32)
     assert set(np.unique(masks)) == {0, 1, 2}
+    assert crops.shape == (4, 32, 32, 3) and crop_masks.shape == (4, 32, 32)
