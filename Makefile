@@ -5,14 +5,16 @@ BIN    := $(VENV)/bin
 EXP    ?= mnist_cnn
 SET    ?=
 PORT   ?= 6006
+WORKERS ?= 2
 KL     := $(BIN)/kerasline
 
 SERVER ?= http://127.0.0.1:8501
 
-.PHONY: help setup train tune evaluate export tensorboard test bench lint clean serve deploy rollback predict
+.PHONY: help setup train train-local-cluster tune evaluate export tensorboard test bench lint clean serve deploy rollback \
+	predict
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 	@echo "  EXP=$(EXP)  SET=\"key=value ...\"  e.g. make train SET=\"training.epochs=3\""
 
 setup: $(VENV)/.installed  ## create .venv and install the pinned stack
@@ -25,6 +27,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 train: setup  ## train EXP (resumes an unfinished run), test it, export it
 	$(KL) train $(EXP) $(SET)
+
+train-local-cluster: setup  ## train EXP with WORKERS=2 worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy)
+	$(BIN)/python -m kerasline.cluster --workers $(WORKERS) $(EXP) $(SET)
 
 tune: setup  ## search EXP's [tune] space (resumes); writes experiments/tuned/EXP.toml
 	$(KL) tune $(EXP) $(SET)

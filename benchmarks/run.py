@@ -6,7 +6,11 @@
 4. Accuracy and wall time of the default experiment, trained in full.
 5. Tuning: the default config's test accuracy beside the tuned config's, after a fixed search budget.
 6. Serving: REST and gRPC latency (p50, p99) and throughput with 1, 8 and 32 clients, beside in-process calls.
-7. Segmentation: the U-Net experiment trained by `train`: IoU on held-out slices, throughput, parity, latency.
+7. Scaling: steps/s of 1 device against 2 replicas (MirroredStrategy, two logical CPUs), and of 1 worker against
+   2 workers on loopback (MultiWorkerMirroredStrategy), at the same global batch.
+8. The model zoo: per experiment, test quality on its real data, training throughput, export parity and ONNX
+   Runtime ÷ SavedModel latency at batch 1; the sequence models beside the bag-of-words baseline.
+9. Segmentation: the U-Net experiment trained by `train`: IoU on held-out slices, throughput, parity, latency.
 
 `python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
@@ -21,7 +25,10 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -36,9 +43,12 @@ import tensorflow as tf
 import training.fit
 from benchmarks.serving import serving_item
 from benchmarks.serving import table_rows as serving_table_rows
+from benchmarks.zoo import table_rows as zoo_table_rows
+from benchmarks.zoo import zoo_item
 from export import export_run
 from export.publish import float32_model
 from export.repository import model_dirs
+from kerasline.cluster import free_ports, tf_configs
 from kerasline.config import EXPERIMENTS_DIR, ExperimentConfig, load_experiment
 from pipelines import build_datasets
 from pipelines.sources import load_splits
@@ -51,6 +61,10 @@ QUICK_OVERRIDES = ["data.limit=1200", "training.epochs=2"]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 # keras pob = predict_on_batch (a traced function); keras call = model(x, training=False), eager.
 LATENCY_COLUMNS = ("keras_predict_on_batch", "keras_call", "saved_model", "onnxruntime")
+SCALING_NOTE = (
+    "scaling: both replicas (or workers) share the same 2 cores, so the ideal here is 1.0, not 2.0; "
+    "the gap below 1.0 is what replication, all-reduce and (for workers) gRPC cost"
+)
 SEGMENTATION_EXPERIMENT = "isbi_unet"
 QUICK_SEGMENTATION = ["data.limit=8", "data.crop=64", "model.depth=2", "model.filters=4", "training.epochs=2"]
 TARGETS = {"pipeline_overhead_max": 1.05, "ort_vs_saved_model_batch1_max": 0.5, "test_accuracy_min": 0.99}
@@ -220,6 +234,81 @@ def tuning(tmp: Path, quick: bool, default_accuracy: float) -> dict:
     }
 
 
+# Item 6, in a fresh process per strategy: logical devices and MultiWorkerMirroredStrategy must come before TF starts.
+# argv: strategy (auto | mirrored | multi_worker), steps per epoch, epochs. Prints steady steps/s as JSON.
+SCALING_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    name, steps, epochs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if name == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from benchmarks.run import EpochTimer, steady
+    from kerasline.config import load_experiment
+    from training.fit import compile_model, setup
+
+    cfg = load_experiment("mnist_cnn", [f"training.strategy={name}"])
+    strategy = setup(cfg)
+    with strategy.scope():
+        model = compile_model(cfg, steps)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (cfg.data.batch_size * steps, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, len(x)).astype("int32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg.data.batch_size).cache().repeat()
+    timer = EpochTimer()
+    model.fit(data, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], verbose=0)
+    print(json.dumps({"steps_per_s": steps / steady(timer.steps_s), "replicas": strategy.num_replicas_in_sync}))
+    """
+)
+
+
+def scaling(quick: bool) -> dict:
+    """Item 6: each setting in turn (never two settings at once), the mnist_cnn model at its global batch."""
+    steps, epochs = (6, 2) if quick else (30, 4)
+
+    def measure(name: str, workers: int = 0) -> dict:
+        configs = tf_configs([f"127.0.0.1:{port}" for port in free_ports(workers)]) if workers else [None]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", SCALING_SCRIPT, name, str(steps), str(epochs)],
+                cwd=Path(__file__).resolve().parents[1],
+                env={**os.environ, **({"TF_CONFIG": json.dumps(config)} if config else {})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for config in configs
+        ]
+        try:
+            outputs = [proc.communicate(timeout=600) for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        for proc, (_, stderr) in zip(procs, outputs, strict=True):
+            if proc.returncode != 0:
+                raise RuntimeError(f"scaling {name}: exit {proc.returncode}: {stderr[-2000:]}")
+        return json.loads(outputs[0][0].strip().splitlines()[-1])  # the chief's (worker 0's) view
+
+    one, mirrored = measure("auto"), measure("mirrored")
+    worker, pair = measure("multi_worker", workers=1), measure("multi_worker", workers=2)
+    return {
+        "steps_per_epoch": steps,
+        "epochs": epochs,
+        "one_device_steps_per_s": one["steps_per_s"],
+        "mirrored_2_replicas_steps_per_s": mirrored["steps_per_s"],
+        "one_worker_steps_per_s": worker["steps_per_s"],
+        "two_workers_steps_per_s": pair["steps_per_s"],
+        "mirrored_efficiency": mirrored["steps_per_s"] / one["steps_per_s"],
+        "multi_worker_efficiency": pair["steps_per_s"] / worker["steps_per_s"],
+        "one_worker_vs_one_device": worker["steps_per_s"] / one["steps_per_s"],
+        "replicas": [one["replicas"], mirrored["replicas"], worker["replicas"], pair["replicas"]],
+    }
+
+
 def runners(model: keras.Model, serve: Callable, session: ort.InferenceSession, images: np.ndarray) -> dict:
     """One inference call per runtime on `images` (uint8), inputs converted beforehand as a caller would hold them."""
     floats, tensor = images.astype(np.float32), tf.constant(images)
@@ -264,7 +353,7 @@ def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict
 
 
 def segmentation(tmp: Path, quick: bool) -> dict:
-    """Item 7: the U-Net experiment trained by `train` (timed as item 4), exported, then one whole held-out slice
+    """Item 9: the U-Net experiment trained by `train` (timed as item 4), exported, then one whole held-out slice
     timed through the reloaded SavedModel and ONNX Runtime."""
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
     cfg = load_experiment(SEGMENTATION_EXPERIMENT, [*redirect, *(QUICK_SEGMENTATION if quick else [])])
@@ -302,7 +391,7 @@ def segmentation_rows(seg: dict) -> list[tuple[str, str, str, str]]:
     ious = " | ".join(f"{metrics[k]:.3f}" for k in sorted(metrics) if k.startswith("iou_"))
     ms = seg["batch1_median_ms"]
     return [
-        (f"7. {seg['experiment']}: test mean IoU, held-out slices", f"{metrics['mean_iou']:.3f}", "", ""),
+        (f"9. {seg['experiment']}: test mean IoU, held-out slices", f"{metrics['mean_iou']:.3f}", "", ""),
         ("   IoU per class | Dice", f"{ious} | {metrics['dice']:.3f}", "", ""),
         (
             "   training crops/s: whole epochs | steps only",
@@ -399,6 +488,24 @@ def table(results: dict) -> str:
         ),
     ]
     rows += serving_table_rows(results["serving"])
+    scale = results["scaling"]
+    rows += [
+        ("7. scaling, same global batch: 2 replicas / 1 device", f"{scale['mirrored_efficiency']:.3f}", "", ""),
+        (
+            "   steps/s: 1 device | 2 replicas",
+            pair(scale["one_device_steps_per_s"], scale["mirrored_2_replicas_steps_per_s"], 2),
+            "",
+            "",
+        ),
+        ("   2 workers / 1 worker (loopback)", f"{scale['multi_worker_efficiency']:.3f}", "", ""),
+        (
+            "   steps/s: 1 worker | 2 workers",
+            pair(scale["one_worker_steps_per_s"], scale["two_workers_steps_per_s"], 2),
+            "",
+            "",
+        ),
+    ]
+    rows += zoo_table_rows(results["zoo"])
     rows += segmentation_rows(results["segmentation"])
     lines = [("figure", "value", "target", "met?"), *rows]
     widths = [max(len(row[i]) for row in lines) for i in range(4)]
@@ -406,8 +513,9 @@ def table(results: dict) -> str:
 
 
 def serving_models(cfg: ExperimentConfig) -> list[str]:
-    """Item 6's models, each exported into cfg's repository before item 6 runs (the text classifier: add it here)."""
-    return [cfg.model_name]
+    """Item 6's models, each exported into cfg's repository before item 6 runs: the CNN, and (by item 8) the
+    text classifier."""
+    return [cfg.model_name, "imdb_lstm"]
 
 
 def serving_only(args: argparse.Namespace) -> int:
@@ -452,9 +560,13 @@ def main(argv: list[str] | None = None) -> int:
         lat = latency(cfg, trained["run_dir"], calls={1: 50, 64: 10} if args.quick else {1: 200, 64: 50})
         print("[5] tuning with a fixed budget, then training the tuned experiment in full", flush=True)
         tun = tuning(Path(tmp), args.quick, trained["test_metrics"]["accuracy"])
+        print("[8] the model zoo: each experiment trained, exported and checked", flush=True)
+        zoo = zoo_item(Path(tmp), args.quick)
         print("[6] serving: REST and gRPC on the development server beside in-process calls", flush=True)
         served = serving_item(serving_models(cfg), Path(cfg.export.dir), args.quick)
-        print(f"[7] segmentation: {SEGMENTATION_EXPERIMENT} trained in full, exported, timed", flush=True)
+        print("[7] scaling: 1 device vs 2 replicas, 1 worker vs 2 workers", flush=True)
+        scale = scaling(args.quick)
+        print(f"[9] segmentation: {SEGMENTATION_EXPERIMENT} trained in full, exported, timed", flush=True)
         seg = segmentation(Path(tmp), args.quick)
 
     results = {
@@ -472,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": {k: v for k, v in trained.items() if k != "run_dir"},
         "tuning": tun,
         "serving": served,
+        "scaling": scale,
+        "zoo": zoo,
         "segmentation": seg,
     }
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -486,6 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"tuning did not earn its keep here: {tun['gain_points']:+.2f} points on test for {tun['search_s']:.0f} s"
         )
+    print(SCALING_NOTE)
     print(f"\nresults: {args.out}")
     return 0
 

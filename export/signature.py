@@ -12,13 +12,19 @@ def serving_function(
     model: keras.Model, data: DataConfig, vectorize: keras.layers.TextVectorization | None = None
 ) -> tf.types.experimental.GenericFunction:
     """`image` uint8 [B, H, W, C], `tokens` int32 [B, L] or `text` string [B] (as data.input says)
-    → `probabilities` float32 [B, K], `class_id` int64 [B]; segmentation: `image` uint8 [B, H, W, C] →
-    `probabilities` float32 [B, H, W, K], `mask` int64 [B, H, W], at data.image_shape."""
+    → `probabilities` float32 [B, K] and `class_id` int64 [B]; for a sigmoid head `probability` float32 [B]
+    (of class 1) and `class_id`; for a linear head `value` float32 [B]; segmentation: `image` uint8 [B, H, W, C]
+    → `probabilities` float32 [B, H, W, K], `mask` int64 [B, H, W], at data.image_shape."""
+    head = model.layers[-1].name  # the builders name their output layer after what it gives
     top = "mask" if data.task == "segmentation" else "class_id"
 
     def outputs(x):
-        probabilities = model(x, training=False)
-        return {"probabilities": probabilities, top: tf.argmax(probabilities, axis=-1)}
+        y = model(x, training=False)
+        if head == "probability":
+            return {"probability": y[:, 0], "class_id": tf.cast(y[:, 0] > 0.5, tf.int64)}
+        if head == "value":
+            return {"value": y[:, 0]}
+        return {"probabilities": y, top: tf.argmax(y, axis=-1)}
 
     if data.input == "image":
         # A U-Net takes any side that divides by 2**depth; serving pins data.image_shape (one shape to batch).

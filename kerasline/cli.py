@@ -1,4 +1,4 @@
-"""`kerasline`: train, tune, evaluate, export and print experiments. User errors: one line, exit code 2."""
+"""`kerasline`: train, tune, evaluate, export and print experiments; cluster specs. User errors: one line, exit 2."""
 
 import argparse
 import json
@@ -20,8 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     stray = [word for word in extra if word.startswith("-") or "=" not in word]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    args.overrides += extra
+    if hasattr(args, "overrides"):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "strategy", None):
+        args.overrides.append(f"training.strategy={args.strategy}")  # validated by the config like any override
     try:
+        if args.command is cmd_cluster_spec:
+            args.command(None, args)
+            return 0
         cfg = load_experiment(args.experiment, args.overrides)
         if args.command is not cmd_config:
             _import_tensorflow_quietly()
@@ -72,12 +80,33 @@ def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
         _report_skipped(summary["skipped"])
         return
     result = train(cfg)
-    _report_skipped(result.skipped)
-    print(f"run:         {result.run_dir}{f' (resumed at {result.resumed_at})' if result.resumed_at else ''}")
-    print(f"replicas:    {result.replicas}")
-    print(f"logs:        {result.run_dir / 'logs'}  (make tensorboard)")
-    print(f"test:        {_metrics_line(result.metrics)}  ({result.run_dir / 'metrics.json'})")
-    _report_export(export_run(cfg, result.run_dir))
+    try:
+        if not result.chief:
+            print(f"worker done: test {_metrics_line(result.metrics)}; the chief writes {result.run_dir} and exports")
+            return
+        _report_skipped(result.skipped)
+        print(f"run:         {result.run_dir}{f' (resumed at {result.resumed_at})' if result.resumed_at else ''}")
+        print(f"replicas:    {result.replicas}")
+        print(f"logs:        {result.run_dir / 'logs'}  (make tensorboard)")
+        print(f"test:        {_metrics_line(result.metrics)}  ({result.run_dir / 'metrics.json'})")
+        _report_export(export_run(cfg, result.run_dir))
+    finally:
+        result.leave()  # the other workers stay until the chief has exported: leaving early looks like a crash
+
+
+def cmd_cluster_spec(cfg: None, args: argparse.Namespace) -> None:
+    from kerasline.cluster import parse_workers, tf_configs, write_tf_configs
+
+    configs = tf_configs(parse_workers(args.workers))
+    if args.index is not None:
+        if not 0 <= args.index < len(configs):
+            raise UserError(f"--index {args.index}: there are {len(configs)} workers (0 to {len(configs) - 1})")
+        configs = [configs[args.index]]
+    if args.out:
+        for path in write_tf_configs(configs, args.out):
+            print(path)
+    else:
+        print("\n".join(json.dumps(config) for config in configs))
 
 
 def cmd_tune(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
@@ -214,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--run", type=Path, help="a run directory (default: the latest finished run)")
         if name == "train":
             sub.add_argument("--dry-run", action="store_true", help="check config, data and model; train nothing")
+            sub.add_argument(
+                "--strategy", help="short for training.strategy=...; multi_worker reads the cluster from TF_CONFIG"
+            )
         if name == "tune":
             sub.add_argument("--restart", action="store_true", help="discard this search's finished trials")
         if name == "deploy":
@@ -233,6 +265,12 @@ def _parser() -> argparse.ArgumentParser:
             target.add_argument("--version", type=int, help="a version (default: the server's latest)")
             target.add_argument("--label", help="a version label, e.g. stable or canary")
         sub.set_defaults(command=func)
+    help_text = "print each worker's TF_CONFIG (worker 0 is the chief), one JSON per line, or write them"
+    sub = commands.add_parser("cluster-spec", help=help_text, description=help_text)
+    sub.add_argument("--workers", required=True, metavar="HOST:PORT,...", help="every worker's address, in order")
+    sub.add_argument("--index", type=int, help="only this worker's (e.g. a Kubernetes pod's index)")
+    sub.add_argument("--out", type=Path, metavar="DIR", help="write DIR/worker-N.json instead of printing")
+    sub.set_defaults(command=cmd_cluster_spec)
     return parser
 
 

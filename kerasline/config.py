@@ -73,6 +73,9 @@ class DataConfig(Section):
     vocab_size: int = Field(
         500, ge=3, le=1_000_000, description="tokens: ids lie below it, 0 pads; text: the vocabulary's size"
     )
+    target: Literal["class", "value"] = Field(
+        "class", description="class: integer labels in [0, num_classes); value: a real number (regression, mlp)"
+    )
     num_classes: int = Field(10, ge=2, le=100_000)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.125, gt=0, lt=0.5, description="samples and folder sources")
@@ -146,7 +149,8 @@ class CNNConfig(ImageModel):
 
 
 class MLPConfig(ImageModel):
-    """Dense layers on the flattened pixels. The course's MNIST MLP is hidden_units = [64, 32]."""
+    """Dense layers on the flattened pixels, or on a bag of words (multi-hot token ids). The course's MNIST
+    MLP is hidden_units = [64, 32]; no hidden units and a sigmoid head is logistic regression."""
 
     default_space: ClassVar[dict] = {
         "training.optimizer.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-1, "sampling": "log"},
@@ -154,8 +158,13 @@ class MLPConfig(ImageModel):
         "model.activation": {"type": "choice", "values": ["relu", "elu", "swish"]},
     }
 
+    inputs: ClassVar[tuple[str, ...]] = ("image", "tokens", "text")
+
     name: Literal["mlp"]
-    hidden_units: tuple[Width, ...] = Field((64, 32), min_length=1, max_length=16)
+    hidden_units: tuple[Width, ...] = Field((64, 32), max_length=16)
+    head: Literal["softmax", "sigmoid", "linear"] = Field(
+        "softmax", description="softmax: K classes; sigmoid: 2 classes, one probability; linear: a value"
+    )
     activation: Literal["relu", "leaky_relu", "elu", "swish", "tanh", "sigmoid"] = "relu"
     dropout: float = Field(0.0, ge=0, lt=1)
     initializer: Initializer = "glorot_uniform"
@@ -354,8 +363,8 @@ class TrainingConfig(Section):
     epochs: int = Field(20, ge=1, le=10_000)
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    monitor: Literal["val_loss", "val_accuracy", "val_mean_iou", "val_dice"] = Field(
-        "val_loss", description="val_mean_iou and val_dice: segmentation only"
+    monitor: Literal["val_loss", "val_accuracy", "val_mae", "val_mean_iou", "val_dice"] = Field(
+        "val_loss", description="val_mae: regression only; val_mean_iou and val_dice: segmentation only"
     )
     early_stopping_patience: int | None = Field(5, ge=1, le=10_000)
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -423,7 +432,7 @@ class TuneConfig(Section):
     """`kerasline tune`: keys of `space` are dotted config paths; an empty space takes the family's default."""
 
     algorithm: Literal["random", "hyperband", "bayesian"] = "random"
-    objective: Literal["val_loss", "val_accuracy"] = "val_accuracy"
+    objective: Literal["val_loss", "val_accuracy", "val_mae"] = "val_accuracy"
     max_trials: int = Field(10, ge=1, le=10_000)
     epochs: int = Field(5, ge=1, le=10_000, description="per trial; Hyperband's max_epochs")
     hyperband_factor: int = Field(3, ge=2, le=10)
@@ -447,7 +456,8 @@ class ExperimentConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _defaults(cls, raw: Any) -> Any:
-        """A [model] without a name is the CNN; an empty [tune.space] is the model family's default space."""
+        """A [model] without a name is the CNN; an empty [tune.space] is the model family's default space;
+        regression tunes for val_loss unless told otherwise."""
         if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "name" not in raw["model"]:
             raw = {**raw, "model": {"name": "cnn", **raw["model"]}}
         tune = raw.get("tune", {}) if isinstance(raw, dict) else None
@@ -456,6 +466,9 @@ class ExperimentConfig(Section):
             family = model.get("name") if isinstance(model, dict) else None
             config = MODEL_CONFIGS.get(family, CNNConfig) if isinstance(family, str) else CNNConfig
             raw = {**raw, "tune": {**tune, "space": config.default_space}}  # a wrong name is reported later
+        data = raw.get("data") if isinstance(raw, dict) else None
+        if isinstance(data, dict) and data.get("target") == "value" and isinstance(raw.get("tune", {}), dict):
+            raw = {**raw, "tune": {"objective": "val_loss", **raw.get("tune", {})}}
         return raw
 
     @model_validator(mode="after")
@@ -482,9 +495,24 @@ class ExperimentConfig(Section):
             raise ValueError(f"data.crop: {data.crop} is larger than data.image_shape {list(data.image_shape)}")
         if self.training.monitor in SEGMENTATION_MONITORS and data.task != "segmentation":
             raise ValueError(f"training.monitor: {self.training.monitor} is a segmentation metric")
-        problem = model.data_problem(data)
+        problem = model.data_problem(data) if data.input == "image" or model.name != "mlp" else None
         if problem:
             raise ValueError(problem)
+        head = getattr(model, "head", "softmax")
+        if data.target == "value" and (data.source, data.input) != ("samples", "image"):
+            raise ValueError("data.target: 'value' reads real-valued y from an image sample (data.source = samples)")
+        if data.target == "value" and head != "linear":
+            raise ValueError("data.target: 'value' (regression) needs model.name = 'mlp' with model.head = 'linear'")
+        if head == "linear" and data.target != "value":
+            raise ValueError("model.head: linear predicts a value, so it needs data.target = 'value'")
+        if head == "sigmoid" and data.num_classes != 2:
+            raise ValueError(f"model.head: sigmoid is for 2 classes, but data.num_classes is {data.num_classes}")
+        regression_only = {"val_mae"} if data.target == "value" else {"val_accuracy"}
+        if data.task == "segmentation":
+            regression_only |= set(SEGMENTATION_MONITORS)
+        for key, metric in (("training.monitor", self.training.monitor), ("tune.objective", self.tune.objective)):
+            if metric not in regression_only | {"val_loss"}:
+                raise ValueError(f"{key}: {metric!r} is not reported for data.target = {data.target!r}")
         return self
 
     @model_validator(mode="after")

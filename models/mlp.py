@@ -1,7 +1,7 @@
-"""A multilayer perceptron on the flattened pixels."""
+"""A multilayer perceptron on the flattened pixels, or on a bag of words."""
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from kerasline.config import DataConfig, MLPConfig
 
@@ -9,15 +9,25 @@ ACTIVATIONS = {"leaky_relu": layers.LeakyReLU}  # the rest are keras activation 
 
 
 def build_mlp(cfg: MLPConfig, data: DataConfig) -> keras.Model:
-    """(B, H, W, C) float pixels in [0, 255] → (B, num_classes) class probabilities."""
+    """(B, H, W, C) float pixels in [0, 255], or (B, L) int token ids (0 pads) → the head's output:
+    softmax (B, num_classes) `probabilities`, sigmoid (B, 1) `probability` of class 1, linear (B, 1) `value`."""
     regularizer = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
-    inputs = keras.Input(shape=tuple(data.image_shape), name="image")
-    x = layers.Flatten()(layers.Rescaling(1 / 255)(inputs))
+    if data.input == "image":
+        inputs = keras.Input(shape=tuple(data.image_shape), name="image")
+        x = layers.Flatten()(layers.Rescaling(1 / 255)(inputs))
+    else:  # which words occur, padding excluded
+        inputs = keras.Input(shape=(data.sequence_length,), dtype="int32", name="tokens")
+        x = ops.max(ops.one_hot(inputs, data.vocab_size), axis=1)[:, 1:]
     for i, units in enumerate(cfg.hidden_units):
         x = layers.Dense(units, kernel_initializer=cfg.initializer, kernel_regularizer=regularizer, name=f"dense{i}")(x)
         x = ACTIVATIONS[cfg.activation]()(x) if cfg.activation in ACTIVATIONS else layers.Activation(cfg.activation)(x)
         if cfg.dropout:
             x = layers.Dropout(cfg.dropout)(x)
-    logits = layers.Dense(data.num_classes, kernel_regularizer=regularizer, name="logits")(x)
-    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, probabilities, name="mlp")
+    units, activation, name = {
+        "softmax": (data.num_classes, "softmax", "probabilities"),
+        "sigmoid": (1, "sigmoid", "probability"),
+        "linear": (1, "linear", "value"),
+    }[cfg.head]
+    logits = layers.Dense(units, kernel_regularizer=regularizer, name="logits")(x)
+    outputs = layers.Activation(activation, dtype="float32", name=name)(logits)
+    return keras.Model(inputs, outputs, name="mlp")

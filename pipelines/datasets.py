@@ -85,11 +85,24 @@ def text_vectorizer(
     """Raw strings [B] → token ids [B, sequence_length] (0 pads, 1 is out-of-vocabulary). The vocabulary is
     adapted on the training split only, and travels with the run so the export can do the same lookup."""
     vectorize = keras.layers.TextVectorization(
-        max_tokens=data.vocab_size, output_sequence_length=data.sequence_length, vocabulary=vocabulary
+        max_tokens=data.vocab_size,
+        output_sequence_length=data.sequence_length,
+        vocabulary=vocabulary,
+        standardize=standardize_text,
     )
     if adapt_to is not None:
         vectorize.adapt(adapt_to.batch(1024))
     return vectorize
+
+
+PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'  # Keras's default standardisation strips these
+
+
+def standardize_text(text: tf.Tensor) -> tf.Tensor:
+    """Keras's default (lowercase, strip punctuation), after replacing invalid UTF-8 with U+FFFD: scraped text
+    has such bytes, and a vocabulary word made of them cannot be read back as text."""
+    text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
+    return tf.strings.regex_replace(tf.strings.lower(text), PUNCTUATION, "")
 
 
 def _tokenised(ds: tf.data.Dataset, vectorize) -> tf.data.Dataset:

@@ -74,6 +74,11 @@ def _load_npz(path: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray,
     if images.ndim == 3:
         images = images[..., None]
     _check_arrays(images, labels, cfg, where=str(path))
+    if cfg.target == "value":
+        finite = np.isfinite(labels)
+        for i in np.flatnonzero(~finite):
+            bad.add(f"{path}: value {labels[i]} at record {i} is not a finite number")
+        return images[finite], labels[finite].astype(np.float32)
     out_of_range = (labels < 0) | (labels >= cfg.num_classes)
     for i in np.flatnonzero(out_of_range):
         bad.add(f"{path}: label {labels[i]} at record {i} is outside [0, {cfg.num_classes}) (data.num_classes)")
@@ -116,7 +121,8 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, where
         raise DataError(f"{where}: images are {images.dtype}, expected uint8 pixels")
     if tuple(images.shape[1:]) != tuple(cfg.image_shape):
         raise DataError(f"{where}: images are {list(images.shape[1:])} but data.image_shape is {list(cfg.image_shape)}")
-    if len(images) != len(labels) or labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    kind = np.number if cfg.target == "value" else np.integer
+    if len(images) != len(labels) or labels.ndim != 1 or not np.issubdtype(labels.dtype, kind):
         raise DataError(f"{where}: {len(images)} images but labels are {labels.dtype} {list(labels.shape)}")
 
 

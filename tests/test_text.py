@@ -175,3 +175,19 @@ def test_text_needs_a_tfds_source_and_sequence_models_need_tokens():
         validate({"name": "t", "model": {"name": "transformer"}})
     with pytest.raises(ConfigError, match="model.heads: 3 heads do not divide d_model 64"):
         validate({"name": "t", "data": TOKENS, "model": {"name": "transformer", "heads": 3}})
+
+
+def test_export_rebuilds_recurrent_layers_without_cudnn(tmp_path):
+    """tf2onnx cannot convert cuDNN's LSTM/GRU kernels, which Keras picks whenever a GPU is visible."""
+    from export.publish import float32_model
+
+    cfg = validate({"name": "c", "data": TOKENS, "model": {"name": "rnn", "units": 4, "embedding_dim": 4, "layers": 2}})
+    build_model(cfg).save_weights(tmp_path / "w.weights.h5")
+    model = float32_model(cfg, tmp_path / "w.weights.h5")
+    recurrent = [
+        getattr(wrapper, side)
+        for wrapper in model.layers
+        if wrapper.name.startswith("bidirectional")
+        for side in ("forward_layer", "backward_layer")
+    ]
+    assert len(recurrent) == 4 and all(layer.use_cudnn is False for layer in recurrent)

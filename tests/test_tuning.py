@@ -222,8 +222,12 @@ def test_unknown_algorithm_or_objective_is_rejected(override, needle):
 def test_every_family_ships_a_default_space_that_validates():
     from kerasline.config import MODEL_CONFIGS, validate
 
+    tokens = {"input": "tokens", "name": "imdb_vocab500", "num_classes": 2}
     for family, config_class in MODEL_CONFIGS.items():
-        cfg = validate({"name": "x", "model": {"name": family}})
+        data = {} if "image" in config_class.inputs else tokens
+        if config_class.task == "segmentation":
+            data = {"task": "segmentation", "image_shape": [32, 32, 1]}
+        cfg = validate({"name": "x", "data": data, "model": {"name": family}})
         assert cfg.tune.space and set(cfg.tune.space) == set(config_class.default_space)
     raw = tomllib.loads((load_experiment.__globals__["EXPERIMENTS_DIR"] / "mnist_cnn.toml").read_text())
     assert "tune" not in raw  # `make tune` works on the default experiment with no [tune] section

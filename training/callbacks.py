@@ -30,10 +30,11 @@ def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume:
                 monitor=monitor, mode=mode, factor=schedule.decay_rate, patience=schedule.patience
             )
         )
+    visuals = []
     if cfg.data.task == "segmentation":
-        visuals = [MaskOverlays(logs / "validation", data.validation, cfg.data.num_classes)]
-    else:
-        visuals = [ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes)]
+        visuals.append(MaskOverlays(logs / "validation", data.validation, cfg.data.num_classes))
+    elif cfg.data.target == "class":
+        visuals.append(ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes))
     if cfg.data.input == "image":
         visuals.append(AugmentedImages(logs / "train", data.train(0, 1)))
     if cfg.model.name in ("transformer", "vit"):
@@ -77,7 +78,11 @@ class ConfusionMatrix(keras.callbacks.Callback):
         self.writer.close()
 
     def on_epoch_end(self, epoch, logs=None):
-        predicted = self.model.predict(self.validation, verbose=0).argmax(-1)
+        probabilities = self.model.predict(self.validation, verbose=0)
+        if probabilities.shape[-1] > 1:
+            predicted = probabilities.argmax(-1)
+        else:  # a sigmoid head: the probability of class 1
+            predicted = (probabilities[:, 0] > 0.5).astype(int)
         matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
         np.add.at(matrix, (self.labels, predicted), 1)
         with self.writer.as_default():

@@ -47,11 +47,15 @@ class ResumePoint:
     path: Path | None = None
 
 
-def restore(run_dir: Path, model: keras.Model) -> ResumePoint:
-    """Loads the newest complete checkpoint into `model` (compiled, in its strategy's scope)."""
+def restore(run_dir: Path, model: keras.Model, sweep: bool = True) -> ResumePoint:
+    """Loads the newest complete checkpoint into `model` (compiled, in its strategy's scope).
+
+    sweep: remove staging left by killed writers; only the run's writer may (another host cannot see its pids).
+    """
     backup = run_dir / "backup"
-    remove_stale_staging(backup)
-    remove_stale_staging(run_dir)
+    if sweep:
+        remove_stale_staging(backup)
+        remove_stale_staging(run_dir)
     path = newest_checkpoint(backup)
     if path is None:
         return ResumePoint()

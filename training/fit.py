@@ -4,6 +4,7 @@ import contextlib
 import json
 import shutil
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from pipelines import Datasets, build_datasets
 from training.callbacks import make_callbacks
 from training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
 from training.optim import make_optimizer
-from training.runs import open_run
+from training.runs import open_run, run_path
 from training.segmentation import segmentation_loss, segmentation_metrics
 from training.strategy import make_strategy
+from training.workers import barrier, from_chief, is_chief, multi_worker, output_dir, worker_name
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class TrainResult:
     replicas: int
     metrics: dict
     skipped: tuple[str, ...]
+    chief: bool = True  # False on the other workers of a multi-worker job, which write nothing
+    leave: Callable[[], None] = lambda: None  # multi-worker: returns once every worker calls it (after the export)
 
 
 def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
@@ -44,29 +48,41 @@ def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
 def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
     model = build_model(cfg)
     if cfg.data.task == "segmentation":
-        loss = segmentation_loss(cfg.model, cfg.data.num_classes)
-        metrics = segmentation_metrics(cfg.data.num_classes)
+        loss, metrics = segmentation_loss(cfg.model, cfg.data.num_classes), segmentation_metrics(cfg.data.num_classes)
     else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        loss, metric = {
+            "softmax": (
+                keras.losses.SparseCategoricalCrossentropy(),
+                keras.metrics.SparseCategoricalAccuracy("accuracy"),
+            ),
+            "sigmoid": (keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")),
+            "linear": (keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError("mae")),
+        }[getattr(cfg.model, "head", "softmax")]
+        metrics = [metric]
     model.compile(optimizer=make_optimizer(cfg.training, steps_per_epoch), loss=loss, metrics=metrics)
     return model
 
 
 def train(cfg: ExperimentConfig) -> TrainResult:
+    """Under MultiWorkerMirroredStrategy every worker runs this whole function (see training/workers.py)."""
     strategy = setup(cfg)
     data = build_datasets(cfg)
-    run_dir = open_run(cfg)
-    if data.vocabulary:  # the export's in-graph text lookup
+    chief = is_chief(strategy)
+    run_dir = _open_run(cfg, strategy)
+    if data.vocabulary and chief:  # the export's in-graph text lookup
         write_text_atomic(run_dir / "vocabulary.json", json.dumps(data.vocabulary) + "\n")
     with strategy.scope():
         model = compile_model(cfg, data.steps_per_epoch)
-        resume = restore(run_dir, model)
-    callbacks = make_callbacks(cfg, run_dir, data, resume)
-    checkpoint = next(c for c in callbacks if isinstance(c, RunCheckpoint))
-    if not resume.finished:
-        with _sigterm_requests_checkpoint(checkpoint):
-            _fit(model, data, resume, callbacks)
+        resume = restore(run_dir, model, sweep=chief)
+    with output_dir(strategy, run_dir) as out_dir:
+        callbacks = make_callbacks(cfg, out_dir, data, resume)
+        checkpoint = next(c for c in callbacks if isinstance(c, RunCheckpoint))
+        if not resume.finished:
+            # Workers would stop at different steps: a multi-worker job resumes from its last epoch instead.
+            alone = not multi_worker(strategy)
+            with _sigterm_requests_checkpoint(checkpoint) if alone else contextlib.nullcontext():
+                _fit(model, data, resume, callbacks)
+        barrier(strategy)  # the chief's last best.weights.h5 is written before any worker reads it
     if checkpoint.diverged:
         last_good = newest_checkpoint(run_dir / "backup")
         raise UserError(
@@ -78,11 +94,28 @@ def train(cfg: ExperimentConfig) -> TrainResult:
     if not (run_dir / "best.weights.h5").exists():
         raise UserError(f"no epoch gave a finite {cfg.training.monitor}; nothing to test or export in {run_dir}")
     model.load_weights(run_dir / "best.weights.h5")
-    metrics = _test_metrics(model, data.test)
-    write_text_atomic(run_dir / "metrics.json", json.dumps({"test": metrics}, indent=2) + "\n")
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    metrics = _test_metrics(model, data.test)  # a collective under MultiWorkerMirroredStrategy: every worker runs it
+    if chief:
+        write_text_atomic(run_dir / "metrics.json", json.dumps({"test": metrics}, indent=2) + "\n")
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
     resumed_at = f"epoch {resume.epoch + 1}" + (f", step {resume.step}" if resume.step else "") if resume.path else None
-    return TrainResult(run_dir, resumed_at, strategy.num_replicas_in_sync, metrics, data.skipped)
+    return TrainResult(
+        run_dir, resumed_at, strategy.num_replicas_in_sync, metrics, data.skipped, chief, lambda: barrier(strategy)
+    )
+
+
+def _open_run(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -> Path:
+    """The chief opens (or picks up) the run; the other workers take its number, so all agree on it."""
+    if not multi_worker(strategy):
+        return open_run(cfg)
+    number = from_chief(strategy, int(open_run(cfg).name[4:]) if is_chief(strategy) else 0)
+    run_dir = run_path(cfg, number)
+    if not (run_dir / "config.toml").is_file():
+        raise UserError(
+            f"{worker_name(strategy)}: the chief's run {run_dir} is not visible here; "
+            "runs_dir must be storage every worker shares"
+        )
+    return run_dir
 
 
 def _fit(model: keras.Model, data: Datasets, resume: ResumePoint, callbacks: list) -> None:

@@ -23,11 +23,15 @@ def open_run(cfg: ExperimentConfig) -> Path:
     resolved = to_toml(cfg)
     if runs and not (runs[-1] / "metrics.json").exists() and _read(runs[-1] / "config.toml") == resolved:
         return runs[-1]
-    run_dir = root / f"run-{int(runs[-1].name[4:]) + 1 if runs else 1:03d}"
+    run_dir = run_path(cfg, int(runs[-1].name[4:]) + 1 if runs else 1)
     run_dir.mkdir(parents=True)
     (run_dir / "config.toml").write_text(resolved)
     (run_dir / "versions.json").write_text(json.dumps(versions(), indent=2) + "\n")
     return run_dir
+
+
+def run_path(cfg: ExperimentConfig, number: int) -> Path:
+    return Path(cfg.runs_dir) / cfg.name / f"run-{number:03d}"
 
 
 def latest_finished_run(cfg: ExperimentConfig) -> Path:

@@ -119,3 +119,19 @@ def test_tfds_download_failure_is_one_line(tiny_cfg, monkeypatch):
         "tfds 'cifar10': could not download or prepare it (ConnectionError: HTTPSConnectionPool(host='example.org'): "
         "Failed to resolve 'example.org'); it needs network access once, or a prepared copy in ~/tensorflow_datasets"
     )
+
+
+def test_text_that_is_not_utf8_is_read_as_out_of_vocabulary_words():
+    """Scraped reviews carry stray bytes: they become U+FFFD in training and in the export alike, instead of a
+    vocabulary that cannot be written out (the default standardisation fails in get_vocabulary)."""
+    from kerasline.config import DataConfig
+    from pipelines.datasets import text_vectorizer
+
+    data = DataConfig(source="tfds", input="text", name="imdb_reviews", sequence_length=6, vocab_size=20)
+    reviews = tf.constant([b"good movie \xff\xfe", b"bad movie caf\xe9", b"\xff\xfe good"])
+    trained = text_vectorizer(data, adapt_to=tf.data.Dataset.from_tensor_slices(reviews))
+    vocabulary = [str(word) for word in trained.get_vocabulary()]
+    assert {"good", "movie", "bad"} <= set(vocabulary)
+    exported = text_vectorizer(data, vocabulary=vocabulary[2:])  # as export/publish.py rebuilds it from the run
+    np.testing.assert_array_equal(exported(reviews).numpy(), trained(reviews).numpy())
+    assert exported(tf.constant([b"good \xc3"])).numpy()[0, 0] == vocabulary.index("good")
