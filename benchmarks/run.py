@@ -13,6 +13,7 @@
 9. Generative: GAN digits scored by item 4's classifier, autoencoder reconstruction error (benchmarks/generative.py).
 10-12. The performance suite (benchmarks/perf.py): training against PyTorch and the levers, every experiment's input
    pipeline, ONNX Runtime (float32 and int8) against the SavedModel; it regenerates benchmarks/RESULTS.md.
+13. Segmentation: the U-Net experiment trained by `train`: IoU on held-out slices, throughput, parity, latency.
 
 `python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
 `python -m benchmarks.run --perf [--quick]` runs items 10-12 alone (PyTorch: the `bench` extra).
@@ -72,6 +73,8 @@ SCALING_NOTE = (
     "scaling: both replicas (or workers) share the same 2 cores, so the ideal here is 1.0, not 2.0; "
     "the gap below 1.0 is what replication, all-reduce and (for workers) gRPC cost"
 )
+SEGMENTATION_EXPERIMENT = "isbi_unet"
+QUICK_SEGMENTATION = ["data.limit=8", "data.crop=64", "model.depth=2", "model.filters=4", "training.epochs=2"]
 TARGETS = {"pipeline_overhead_max": 1.05, "ort_vs_saved_model_batch1_max": 0.5, "test_accuracy_min": 0.99}
 
 
@@ -357,6 +360,69 @@ def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict
     }
 
 
+def segmentation(tmp: Path, quick: bool) -> dict:
+    """Item 9: the U-Net experiment trained by `train` (timed as item 4), exported, then one whole held-out slice
+    timed through the reloaded SavedModel and ONNX Runtime."""
+    redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
+    cfg = load_experiment(SEGMENTATION_EXPERIMENT, [*redirect, *(QUICK_SEGMENTATION if quick else [])])
+    trained = train_default(cfg)
+    splits = load_splits(cfg.data, cfg.seed)
+    crops = int(splits.train.cardinality())
+    version = export_run(cfg, trained["run_dir"])
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    image = next(splits.test.batch(1).as_numpy_iterator())[0]
+    calls = 5 if quick else 20
+    ms = {
+        "saved_model": median_ms(lambda: serve(image=tf.constant(image))["probabilities"].numpy(), calls, warmup=2),
+        "onnxruntime": median_ms(lambda: session.run(["probabilities"], {"image": image})[0], calls, warmup=2),
+    }
+    verification = json.loads((version / "verification.json").read_text())
+    return {
+        "experiment": SEGMENTATION_EXPERIMENT,
+        "overrides": QUICK_SEGMENTATION if quick else [],
+        "test_metrics": trained["test_metrics"],
+        "epochs_run": len(trained["epoch_s"]),
+        "wall_s": trained["wall_s"],
+        "crops_per_epoch": crops,
+        "crops_per_s": crops / steady(trained["epoch_s"]),
+        "steps_only_crops_per_s": crops / steady(trained["steps_s"]),
+        "parity_max_abs_diff": max(d for diffs in verification["max_abs_diff"].values() for d in diffs.values()),
+        "parity_samples": verification["samples"],
+        "batch1_median_ms": ms,
+        "ort_vs_saved_model_batch1": ms["onnxruntime"] / ms["saved_model"],
+    }
+
+
+def segmentation_rows(seg: dict) -> list[tuple[str, str, str, str]]:
+    metrics = seg["test_metrics"]
+    ious = " | ".join(f"{metrics[k]:.3f}" for k in sorted(metrics) if k.startswith("iou_"))
+    ms = seg["batch1_median_ms"]
+    return [
+        (f"13. {seg['experiment']}: test mean IoU, held-out slices", f"{metrics['mean_iou']:.3f}", "", ""),
+        ("   IoU per class | Dice", f"{ious} | {metrics['dice']:.3f}", "", ""),
+        (
+            "   training crops/s: whole epochs | steps only",
+            f"{seg['crops_per_s']:.1f} | {seg['steps_only_crops_per_s']:.1f}",
+            "",
+            "",
+        ),
+        ("   training wall time (epochs run)", f"{seg['wall_s']:.0f} s ({seg['epochs_run']})", "", ""),
+        (
+            "   export parity: max abs diff",
+            f"{seg['parity_max_abs_diff']:.2e} ({seg['parity_samples']} slices)",
+            "",
+            "",
+        ),
+        (
+            "   ORT / SavedModel, batch 1 (ms: SM | ORT)",
+            f"{seg['ort_vs_saved_model_batch1']:.3f} ({ms['saved_model']:.0f} | {ms['onnxruntime']:.0f})",
+            "",
+            "",
+        ),
+    ]
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "cpu_model": None, "flags": {}}
     try:
@@ -450,6 +516,7 @@ def table(results: dict) -> str:
     rows += zoo_table_rows(results["zoo"])
     rows += generative_table_rows(results["generative"])
     rows += perf.table_rows(results["performance"])
+    rows += segmentation_rows(results["segmentation"])
     lines = [("figure", "value", "target", "met?"), *rows]
     widths = [max(len(row[i]) for row in lines) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)
@@ -544,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         print("[9] generative experiments, scored with the classifier of [4]", flush=True)
         generative = generative_item(Path(tmp), args.quick, cfg, trained["run_dir"])
         suite = perf.performance_suite(Path(tmp), args.quick)
+        print(f"[13] segmentation: {SEGMENTATION_EXPERIMENT} trained in full, exported, timed", flush=True)
+        seg = segmentation(Path(tmp), args.quick)
 
     results = {
         "mode": "quick" if args.quick else "full",
@@ -564,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         "zoo": zoo,
         "generative": generative,
         "performance": suite,
+        "segmentation": seg,
     }
     write_perf_outputs(results, args.out)
     print(

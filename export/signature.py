@@ -13,8 +13,10 @@ def serving_function(
 ) -> tf.types.experimental.GenericFunction:
     """`image` uint8 [B, H, W, C], `tokens` int32 [B, L] or `text` string [B] (as data.input says)
     → `probabilities` float32 [B, K] and `class_id` int64 [B]; for a sigmoid head `probability` float32 [B]
-    (of class 1) and `class_id`; for a linear head `value` float32 [B]."""
+    (of class 1) and `class_id`; for a linear head `value` float32 [B]; segmentation: `image` uint8 [B, H, W, C]
+    → `probabilities` float32 [B, H, W, K], `mask` int64 [B, H, W], at data.image_shape."""
     head = model.layers[-1].name  # the builders name their output layer after what it gives
+    top = "mask" if data.task == "segmentation" else "class_id"
 
     def outputs(x):
         y = model(x, training=False)
@@ -22,11 +24,13 @@ def serving_function(
             return {"probability": y[:, 0], "class_id": tf.cast(y[:, 0] > 0.5, tf.int64)}
         if head == "value":
             return {"value": y[:, 0]}
-        return {"probabilities": y, "class_id": tf.argmax(y, axis=-1)}
+        return {"probabilities": y, top: tf.argmax(y, axis=-1)}
 
     if data.input == "image":
+        # A U-Net takes any side that divides by 2**depth; serving pins data.image_shape (one shape to batch).
+        image_shape = tuple(data.image_shape) if data.task == "segmentation" else model.input_shape[1:]
 
-        @tf.function(input_signature=[tf.TensorSpec((None, *model.input_shape[1:]), tf.uint8, name="image")])
+        @tf.function(input_signature=[tf.TensorSpec((None, *image_shape), tf.uint8, name="image")])
         def serve(image):
             return outputs(tf.cast(image, tf.float32))
 

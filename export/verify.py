@@ -33,8 +33,7 @@ def parity_report(
     for path, (function, given, outputs) in runs.items():
         reference = {k: v.numpy() for k, v in function(**given).items()}
         report["max_abs_diff"][path] = {
-            name: float(np.max(np.abs(outputs[name].astype(np.float64) - ref.astype(np.float64))))
-            for name, ref in reference.items()
+            name: _max_abs_diff(name, outputs[name], reference, tolerance) for name in reference
         }
     report["passed"] = all(d <= tolerance for diffs in report["max_abs_diff"].values() for d in diffs.values())
     return report
@@ -93,3 +92,11 @@ def signatures_parity(
             passed &= all(d <= (1 if reference[n].dtype == np.uint8 else tolerance) for n, d in diffs.items())
     report["passed"] = bool(passed)
     return report
+def _max_abs_diff(name: str, got: np.ndarray, reference: dict[str, np.ndarray], tolerance: float) -> float:
+    diff = np.abs(got.astype(np.float64) - reference[name].astype(np.float64))
+    if name == "mask":
+        # An argmax over millions of pixels: where the top two probabilities lie within the tolerance of each
+        # other, runtimes that agree within it may fairly pick either class. Compare the decided pixels.
+        top_two = np.sort(reference["probabilities"], axis=-1)[..., -2:]
+        diff = diff[top_two[..., 1] - top_two[..., 0] > 2 * tolerance]
+    return float(diff.max(initial=0.0))

@@ -60,6 +60,9 @@ class DataConfig(Section):
     input: Literal["image", "tokens", "text"] = Field(
         "image", description="what the model and its export take: uint8 pixels, int token ids or raw strings"
     )
+    task: Literal["classification", "segmentation"] = Field(
+        "classification", description="segmentation: the targets are masks int32 [H, W] of class ids, not labels"
+    )
     name: str = Field(
         "mnist_8k",
         description="samples: a file stem in data/ or a .npz path; tfds: a dataset name; "
@@ -80,6 +83,7 @@ class DataConfig(Section):
         None, description="image samples and folder: use N examples, then split; tokens and tfds: at most N per split"
     )
     batch_size: int = Field(128, ge=1, le=65_536, description="global batch, split across replicas")
+    crop: Side | None = Field(None, description="segmentation: train on random square crops of this side")
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)
     on_error: Literal["raise", "skip"] = Field("raise", description="skip: drop bad records and report them")
     augment: AugmentConfig = AugmentConfig()
@@ -92,6 +96,7 @@ class ImageModel(Section):
     """A family that takes `image` input; `min_side` is the smallest image side it fits."""
 
     inputs: ClassVar[tuple[str, ...]] = ("image",)
+    task: ClassVar[str] = "classification"
     size_key: ClassVar[str] = "model.name"  # the key that sets min_side, for the error message
 
     def min_side(self) -> int:
@@ -111,6 +116,7 @@ class SequenceModel(Section):
     """A family that takes token ids (or text, vectorised inside the exported graph)."""
 
     inputs: ClassVar[tuple[str, ...]] = ("tokens", "text")
+    task: ClassVar[str] = "classification"
 
     def data_problem(self, data: "DataConfig") -> str | None:
         return None
@@ -348,6 +354,42 @@ class VAEConfig(AutoencoderConfig):
     kl_weight: float = Field(1.0, ge=0, description="beta: 1 is the evidence lower bound")
 
 
+class UNetConfig(ImageModel):
+    """A U-Net (Ronneberger et al., 2015): an encoder of conv blocks and 2×2 max-pools, a decoder that upsamples
+    and concatenates the encoder's block at the same scale (the skip), then a per-pixel softmax."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 3e-3, "sampling": "log"},
+        "model.filters": {"type": "choice", "values": [8, 16, 32]},
+    }
+
+    task: ClassVar[str] = "segmentation"
+    name: Literal["unet"]
+    depth: int = Field(4, ge=1, le=8, description="2×2 poolings; image sides and data.crop divide by 2**depth")
+    filters: int = Field(16, ge=1, le=1024, description="filters of the first block, doubled at every depth")
+    decoder: Literal["transposed", "upsampling"] = Field(
+        "transposed", description="2×2 stride-2 transposed conv, or bilinear upsampling then a 3×3 conv"
+    )
+    batch_norm: bool = True
+    dropout: float = Field(0.0, ge=0, lt=1, description="before the bottleneck's convs")
+    loss: Literal["crossentropy", "dice", "ce_dice", "boundary_ce"] = Field(
+        "crossentropy", description="boundary_ce: cross-entropy weighted up near mask boundaries (shape-aware)"
+    )
+    boundary_weight: float = Field(5.0, ge=0, le=1000, description="boundary_ce: extra weight of boundary pixels")
+    boundary_width: int = Field(3, ge=1, le=63, description="boundary_ce: pixels within this window of a boundary")
+
+    def data_problem(self, data: "DataConfig") -> str | None:
+        step = 2**self.depth
+        if data.image_shape[0] % step or data.image_shape[1] % step:
+            return (
+                f"data.image_shape: {list(data.image_shape)} does not divide by 2**model.depth = {step}; "
+                "use sides that do, or a smaller model.depth"
+            )
+        if data.crop is not None and data.crop % step:
+            return f"data.crop: {data.crop} does not divide by 2**model.depth = {step}"
+        return None
+
+
 MODEL_CONFIGS = {
     "cnn": CNNConfig,
     "mlp": MLPConfig,
@@ -360,6 +402,7 @@ MODEL_CONFIGS = {
     "dcgan": GANConfig,
     "autoencoder": AutoencoderConfig,
     "vae": VAEConfig,
+    "unet": UNetConfig,
 }
 ModelConfig = Annotated[functools.reduce(operator.or_, MODEL_CONFIGS.values()), Field(discriminator="name")]
 
@@ -385,7 +428,9 @@ class TrainingConfig(Section):
     epochs: int = Field(20, ge=1, le=10_000)
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
     mixed_precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = "float32"
-    monitor: Literal["val_loss", "val_accuracy", "val_mae"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy", "val_mae", "val_mean_iou", "val_dice"] = Field(
+        "val_loss", description="val_mae: regression only; val_mean_iou and val_dice: segmentation only"
+    )
     early_stopping_patience: int | None = Field(5, ge=1, le=10_000)
     jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: Keras decides (off on a CPU)")
     steps_per_execution: int = Field(1, ge=1, le=10_000, description="training steps per traced call")
@@ -509,6 +554,14 @@ class ExperimentConfig(Section):
             raise ValueError(f"data.augment.{image_knobs[0]}: an image augmentation, but data.input is {data.input!r}")
         if data.input == "image" and data.augment.word_dropout:
             raise ValueError("data.augment.word_dropout: a token augmentation, but data.input is 'image'")
+        if (data.task == "segmentation") != (model.task == "segmentation"):  # masks, or labels (used or not)
+            raise ValueError(f"data.task: {model.name} does {model.task}, but data.task is {data.task!r}")
+        if data.crop is not None and data.task != "segmentation":
+            raise ValueError(f"data.crop: segmentation trains on crops, but data.task is {data.task!r}")
+        if data.crop is not None and data.crop > min(data.image_shape[:2]):
+            raise ValueError(f"data.crop: {data.crop} is larger than data.image_shape {list(data.image_shape)}")
+        if self.training.monitor in SEGMENTATION_MONITORS and data.task != "segmentation":
+            raise ValueError(f"training.monitor: {self.training.monitor} is a segmentation metric")
         problem = model.data_problem(data) if data.input == "image" or model.name != "mlp" else None
         if problem:
             raise ValueError(problem)
@@ -522,6 +575,8 @@ class ExperimentConfig(Section):
         if head == "sigmoid" and data.num_classes != 2:
             raise ValueError(f"model.head: sigmoid is for 2 classes, but data.num_classes is {data.num_classes}")
         regression_only = {"val_mae"} if data.target == "value" else {"val_accuracy"}
+        if data.task == "segmentation":
+            regression_only |= set(SEGMENTATION_MONITORS)
         for key, metric in (("training.monitor", self.training.monitor), ("tune.objective", self.tune.objective)):
             if metric not in regression_only | {"val_loss"}:
                 raise ValueError(f"{key}: {metric!r} is not reported for data.target = {data.target!r}")
@@ -568,15 +623,17 @@ class ExperimentConfig(Section):
 
 
 _CHECKING_SPACE = "checking a tune.space value"
+SEGMENTATION_MONITORS = ("val_mean_iou", "val_dice")
+MAXIMISED_MONITORS = ("val_accuracy", *SEGMENTATION_MONITORS)  # the others (val_loss) are minimised
 
 
 GENERATIVE_TASKS = ("generate", "reconstruct")  # no labels: a GAN, autoencoders
 
 
 def task_of(cfg: ExperimentConfig) -> str:
-    """classify (labels are the target) unless the model family says otherwise: generate (a GAN, images only)
-    or reconstruct (autoencoders)."""
-    return getattr(cfg.model, "task", "classify")
+    """What the model family does: classification (labels, or values, are the target), segmentation (masks),
+    generate (a GAN, images only) or reconstruct (autoencoders)."""
+    return cfg.model.task
 
 
 def get_dotted(raw: dict, key: str) -> Any:

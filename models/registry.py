@@ -11,6 +11,7 @@ from models.mlp import build_mlp
 from models.resnet import build_resnet
 from models.rnn import build_rnn
 from models.transformer import build_transformer, build_vit
+from models.unet import build_unet
 from models.wide_cnn import build_wide_cnn
 
 BUILDERS = {
@@ -25,6 +26,7 @@ BUILDERS = {
     "dcgan": build_dcgan,
     "autoencoder": build_autoencoder,
     "vae": build_autoencoder,
+    "unet": build_unet,
 }
 
 

@@ -35,27 +35,33 @@ def _image_augment(cfg: AugmentConfig) -> Augment:
         geometry_seed, contrast_seed, brightness_seed, noise_seed = tf.unstack(
             tf.random.experimental.stateless_split(seed, num=4)
         )
-        batch = tf.shape(images)[0]
         if geometric:
-            images = _affine(images, _affine_params(cfg, images, geometry_seed), cfg.fill_mode)
-        if cfg.contrast:
-            factor = _uniform(contrast_seed, [batch, 1, 1, 1], 1 - cfg.contrast, 1 + cfg.contrast)
-            mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-            images = (images - mean) * factor + mean
-        if cfg.brightness:
-            images += _uniform(brightness_seed, [batch, 1, 1, 1], -cfg.brightness, cfg.brightness) * 255.0
-        if cfg.noise_stddev:
-            images += tf.random.stateless_normal(tf.shape(images), noise_seed, stddev=cfg.noise_stddev * 255.0)
-        return tf.clip_by_value(images, 0.0, 255.0)
+            images = affine(images, affine_params(cfg, images, geometry_seed), cfg.fill_mode)
+        return photometric(cfg, images, (contrast_seed, brightness_seed, noise_seed))
 
     return augment
+
+
+def photometric(cfg: AugmentConfig, images: tf.Tensor, seeds: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
+    """Contrast, brightness and noise on float32 [B, H, W, C] in [0, 255]; clipped back into that range."""
+    contrast_seed, brightness_seed, noise_seed = seeds
+    batch = tf.shape(images)[0]
+    if cfg.contrast:
+        factor = _uniform(contrast_seed, [batch, 1, 1, 1], 1 - cfg.contrast, 1 + cfg.contrast)
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        images = (images - mean) * factor + mean
+    if cfg.brightness:
+        images += _uniform(brightness_seed, [batch, 1, 1, 1], -cfg.brightness, cfg.brightness) * 255.0
+    if cfg.noise_stddev:
+        images += tf.random.stateless_normal(tf.shape(images), noise_seed, stddev=cfg.noise_stddev * 255.0)
+    return tf.clip_by_value(images, 0.0, 255.0)
 
 
 def _uniform(seed: tf.Tensor, shape: list, low: float, high: float) -> tf.Tensor:
     return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high)
 
 
-def _affine_params(cfg: AugmentConfig, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def affine_params(cfg: AugmentConfig, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Per-image 8-vectors mapping output pixels to input pixels, as ImageProjectiveTransform wants.
 
     The content is flipped, rotated by θ, scaled by z and shifted by t about the image centre; the
@@ -83,13 +89,13 @@ def _random_sign(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.random.stateless_uniform([batch], seed) < 0.5, -1.0, 1.0)
 
 
-def _affine(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str) -> tf.Tensor:
+def affine(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str, interpolation: str = "BILINEAR") -> tf.Tensor:
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
         transforms=transforms,
         output_shape=tf.shape(images)[1:3],
         fill_value=0.0,
-        interpolation="BILINEAR",
+        interpolation=interpolation,
         fill_mode=fill_mode.upper(),
     )
     out.set_shape(images.shape)

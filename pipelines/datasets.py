@@ -13,12 +13,14 @@ import tensorflow as tf
 
 from kerasline.config import DataConfig, ExperimentConfig, task_of
 from pipelines.augment import make_augment
+from pipelines.segmentation import make_joint_augment
 from pipelines.sources import Splits, load_splits
 
 
 @dataclass(frozen=True)
 class Datasets:
-    """Batches of (x, int32 labels [B]): x is float32 images [B, H, W, C] in [0, 255] or int32 token ids [B, L]."""
+    """Batches of (x, int32 labels [B]): x is float32 images [B, H, W, C] in [0, 255] or int32 token ids [B, L].
+    Segmentation: (images, int32 masks [B, H, W]), training batches cropped to data.crop."""
 
     cfg: ExperimentConfig
     train_examples: tf.data.Dataset  # unbatched, cached
@@ -41,12 +43,18 @@ class Datasets:
         seeds = tf.data.Dataset.range(first_epoch * steps, last_epoch * steps).map(
             lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g])
         )
-        augment = make_augment(cfg.data)
+        augment = _pair_augment(cfg.data)
         stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps)
-        stream = stream.map(
-            lambda batch, seed: (augment(batch[0], seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE
-        )
+        stream = stream.map(lambda batch, seed: augment(*batch, seed), num_parallel_calls=tf.data.AUTOTUNE)
         return stream.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
+
+
+def _pair_augment(data: DataConfig):
+    """`augment(x, y, seed)`: segmentation moves the mask with the image; labels pass through."""
+    if data.task == "segmentation":
+        return make_joint_augment(data)
+    augment = make_augment(data)
+    return lambda x, y, seed: (augment(x, seed), y)
 
 
 def build_datasets(cfg: ExperimentConfig) -> Datasets:

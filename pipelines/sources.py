@@ -40,6 +40,10 @@ class BadRecords:
 
 
 def load_splits(cfg: DataConfig, seed: int) -> Splits:
+    if cfg.task == "segmentation":
+        from pipelines.segmentation import segmentation_splits  # it builds on this module
+
+        return segmentation_splits(cfg, seed)
     if cfg.source == "tfds":
         return _tfds_splits(cfg)
     bad = BadRecords(cfg.on_error)

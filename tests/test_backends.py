@@ -17,6 +17,7 @@ FAMILIES = {
     "vit": ({"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8}, IMAGE),
     "rnn": ({"units": 4, "embedding_dim": 4, "summary": "max"}, TOKENS),
     "transformer": ({"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8, "position": "sinusoidal"}, TOKENS),
+    "unet": ({"depth": 2, "filters": 4, "decoder": "upsampling"}, {**IMAGE, "task": "segmentation", "num_classes": 2}),
 }
 # Generative families: no class probabilities. The GAN trains noise → logit (both nets); autoencoders image → image.
 GENERATIVE = {
@@ -63,8 +64,10 @@ SCRIPT = textwrap.dedent(
             x = rng.integers(1, cfg.data.vocab_size, (8, cfg.data.sequence_length)).astype("int32")
             x[:, 8:] = 0  # padding
         y = np.arange(8) % cfg.data.num_classes
+        if cfg.data.task == "segmentation":  # a class per pixel
+            y = rng.integers(0, cfg.data.num_classes, (8, *cfg.data.image_shape[:2]))
         loss = model.fit(x, y, epochs=1, verbose=0).history["loss"][0]
-        out[name] = {"loss": float(loss), "sums": np.sum(model.predict(x, verbose=0), -1).tolist()}
+        out[name] = {"loss": float(loss), "sums": np.sum(model.predict(x, verbose=0), -1).ravel().tolist()}
     out["tensorflow_imported"] = any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules)
     print(json.dumps(out))
     """

@@ -225,6 +225,8 @@ def test_every_family_ships_a_default_space_that_validates():
     tokens = {"input": "tokens", "name": "imdb_vocab500", "num_classes": 2}
     for family, config_class in MODEL_CONFIGS.items():
         data = {} if "image" in config_class.inputs else tokens
+        if config_class.task == "segmentation":
+            data = {"task": "segmentation", "image_shape": [32, 32, 1]}
         cfg = validate({"name": "x", "data": data, "model": {"name": family}})
         assert cfg.tune.space and set(cfg.tune.space) == set(config_class.default_space)
     raw = tomllib.loads((load_experiment.__globals__["EXPERIMENTS_DIR"] / "mnist_cnn.toml").read_text())

@@ -49,8 +49,10 @@ def test_every_experiment_builds(path):
     cfg = load_experiment(str(path))
     model = build_model(cfg)
     one_output = getattr(cfg.model, "head", "softmax") in ("sigmoid", "linear")  # a probability, or a value
+    per_pixel = (None, None) if cfg.data.task == "segmentation" else ()  # a U-Net takes any side dividing 2**depth
     outputs = {"generate": (None, 1), "reconstruct": (None, *cfg.data.image_shape)}  # a GAN ends in its discriminator
-    assert model.output_shape == outputs.get(task_of(cfg), (None, 1 if one_output else cfg.data.num_classes))
+    expected = outputs.get(task_of(cfg), (None, *per_pixel, 1 if one_output else cfg.data.num_classes))
+    assert model.output_shape == expected
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasline.config import GENERATIVE_TASKS, ExperimentConfig, task_of
+from kerasline.config import GENERATIVE_TASKS, MAXIMISED_MONITORS, ExperimentConfig, task_of
 from models.blocks import TransformerEncoder
 from pipelines import Datasets
 from training.checkpoint import ResumePoint, RunCheckpoint
+from training.segmentation import MaskOverlays
 
 
 def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume: ResumePoint) -> list:
@@ -18,19 +19,26 @@ def make_callbacks(cfg: ExperimentConfig, run_dir: Path, data: Datasets, resume:
     monitor, schedule = cfg.training.monitor, cfg.training.schedule
     if task_of(cfg) == "generate":
         monitor = None  # a GAN's losses do not measure its samples: keep the last epoch, do not stop early
+    mode = "max" if monitor in MAXIMISED_MONITORS else "min"  # Keras guesses "auto" from the name: not for iou/dice
     logs = run_dir / "logs"
     stateful = []
     if cfg.training.early_stopping_patience and monitor:
-        stateful.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.training.early_stopping_patience))
+        stateful.append(
+            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.training.early_stopping_patience)
+        )
     if schedule.name == "plateau":
         stateful.append(
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=schedule.decay_rate, patience=schedule.patience)
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, mode=mode, factor=schedule.decay_rate, patience=schedule.patience
+            )
         )
     visuals = []
     if task_of(cfg) in GENERATIVE_TASKS:
         from training.generative import generative_visuals
 
         visuals += generative_visuals(cfg, logs, data)
+    elif cfg.data.task == "segmentation":
+        visuals.append(MaskOverlays(logs / "validation", data.validation, cfg.data.num_classes))
     elif cfg.data.target == "class":
         visuals.append(ConfusionMatrix(logs / "validation", data.validation, cfg.data.num_classes))
     if cfg.data.input == "image":

@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerasline.config import MAXIMISED_MONITORS
 from kerasline.files import (
     STAGING_PREFIX,
     ensure_free_space,
@@ -141,7 +142,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     def _improves(self, score: float) -> bool:
         if self.best is None or self.monitor is None:  # no monitor: the last epoch is the best
             return True
-        return score > self.best if self.monitor.endswith("accuracy") else score < self.best
+        return score > self.best if self.monitor in MAXIMISED_MONITORS else score < self.best
 
     def _save_best(self) -> None:
         staging = self.run_dir / f"{STAGING_PREFIX}{os.getpid()}-best.weights.h5"

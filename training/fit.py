@@ -20,6 +20,7 @@ from training.callbacks import make_callbacks
 from training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
 from training.optim import make_optimizer
 from training.runs import open_run, run_path
+from training.segmentation import segmentation_loss, segmentation_metrics
 from training.strategy import make_strategy
 from training.workers import barrier, from_chief, is_chief, multi_worker, output_dir, worker_name
 
@@ -50,15 +51,22 @@ def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
 
         return compile_generative(cfg, steps_per_epoch)
     model = build_model(cfg)
-    loss, metric = {
-        "softmax": (keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy("accuracy")),
-        "sigmoid": (keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")),
-        "linear": (keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError("mae")),
-    }[getattr(cfg.model, "head", "softmax")]
+    if cfg.data.task == "segmentation":
+        loss, metrics = segmentation_loss(cfg.model, cfg.data.num_classes), segmentation_metrics(cfg.data.num_classes)
+    else:
+        loss, metric = {
+            "softmax": (
+                keras.losses.SparseCategoricalCrossentropy(),
+                keras.metrics.SparseCategoricalAccuracy("accuracy"),
+            ),
+            "sigmoid": (keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")),
+            "linear": (keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError("mae")),
+        }[getattr(cfg.model, "head", "softmax")]
+        metrics = [metric]
     model.compile(
         optimizer=make_optimizer(cfg.training, steps_per_epoch),
         loss=loss,
-        metrics=[metric],
+        metrics=metrics,
         jit_compile=cfg.training.jit_compile,
         steps_per_execution=cfg.training.steps_per_execution,
     )

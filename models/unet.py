@@ -1,0 +1,49 @@
+"""U-Net (Ronneberger et al., 2015): a contracting path of conv blocks and 2×2 max-pools, an expanding path
+that upsamples and concatenates the contracting path's block at the same scale (the skip connections),
+then a per-pixel softmax. Convs are padded ("same"), so the mask has the image's size."""
+
+import keras
+from keras import layers
+
+from kerasline.config import DataConfig, UNetConfig
+from models.cnn import SYNC_BN
+
+
+def build_unet(cfg: UNetConfig, data: DataConfig) -> keras.Model:
+    """(B, H, W, C) float pixels in [0, 255] → (B, H, W, num_classes) per-pixel class probabilities. H and W are
+    free (training crops, whole images at validation), but must divide by 2**depth."""
+    inputs = keras.Input(shape=(None, None, data.image_shape[2]), name="image")
+    x = layers.Rescaling(1 / 255)(inputs)
+    skips = []
+    for level in range(cfg.depth):
+        x = _conv_block(x, cfg.filters * 2**level, cfg.batch_norm, f"down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(name=f"down{level}_pool")(x)
+    x = layers.Dropout(cfg.dropout)(x)
+    x = _conv_block(x, cfg.filters * 2**cfg.depth, cfg.batch_norm, "bottleneck")
+    for level in reversed(range(cfg.depth)):
+        filters = cfg.filters * 2**level
+        if cfg.decoder == "transposed":
+            x = layers.Conv2DTranspose(filters, 2, strides=2, name=f"up{level}_transposed")(x)
+        else:
+            x = layers.UpSampling2D(interpolation="bilinear", name=f"up{level}_upsample")(x)
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"up{level}_reduce")(x)
+        x = layers.Concatenate(name=f"up{level}_skip")([skips[level], x])
+        x = _conv_block(x, filters, cfg.batch_norm, f"up{level}")
+    logits = layers.Conv2D(data.num_classes, 1, name="logits")(x)
+    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, probabilities, name="unet")
+
+
+def _conv_block(x, filters: int, batch_norm: bool, name: str):
+    """Two 3×3 convs, each followed by (BatchNorm and) ReLU."""
+    for i in range(2):
+        x = layers.Conv2D(
+            filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal", name=f"{name}_conv{i}"
+        )(x)
+        if batch_norm:
+            # A few large images make few steps per epoch: the moving statistics that inference uses must
+            # follow faster than Keras's default momentum (0.99) lets them, or validation sees stale ones.
+            x = layers.BatchNormalization(momentum=0.9, synchronized=SYNC_BN, name=f"{name}_bn{i}")(x)
+        x = layers.ReLU()(x)
+    return x

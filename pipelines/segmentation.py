@@ -1,0 +1,135 @@
+"""Segmentation data: (image uint8 [H, W, C], mask int32 [H, W] of class ids) pairs, and their joint augmentation.
+
+Sources: a folder with `image/` and `label/` sub-folders of same-named PNGs (the shipped ISBI 2012 slices are
+`data/isbi2012_membrane/`), or a TFDS dataset with a known mask feature. Training takes random square crops
+(data.crop) of whole images; validation and test see the whole images.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from kerasline.config import DataConfig
+from kerasline.errors import DataError
+from pipelines.augment import affine, affine_params, photometric
+from pipelines.sources import IMAGE_SUFFIXES, SAMPLES_DIR, BadRecords, Splits, _split_arrays
+
+# TFDS datasets whose masks we know: the mask feature, and the class id its first class is stored as.
+TFDS_MASKS = {"oxford_iiit_pet": ("segmentation_mask", 1)}  # trimaps: 1 pet, 2 background, 3 border
+
+
+def segmentation_splits(cfg: DataConfig, seed: int) -> Splits:
+    if cfg.source == "tfds":
+        return _tfds_splits(cfg)
+    bad = BadRecords(cfg.on_error)
+    root = SAMPLES_DIR / cfg.name if cfg.source == "samples" else Path(cfg.name)
+    images, masks = _load_pairs(root, cfg, bad)
+    return _split_arrays(images, masks, cfg, seed, tuple(bad.lines))
+
+
+def _load_pairs(root: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray, np.ndarray]:
+    """image/N.png with label/N.png. With two classes a mask pixel of 255 is class 1 (binary PNG masks)."""
+    if not (root / "image").is_dir() or not (root / "label").is_dir():
+        raise DataError(f"{root}: a segmentation folder needs image/ and label/ sub-folders")
+    height, width, channels = cfg.image_shape
+    paths = [p for p in (root / "image").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    images, masks = [], []
+    for path in sorted(paths, key=lambda p: (len(p.stem), p.stem)):  # 2.png before 10.png
+        label_path = root / "label" / path.name
+        try:
+            image = tf.io.decode_image(tf.io.read_file(str(path)), channels=channels, expand_animations=False).numpy()
+            mask = tf.io.decode_image(tf.io.read_file(str(label_path)), channels=1, expand_animations=False).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError):
+            bad.add(f"{path} or {label_path}: missing or not a readable image")
+            continue
+        if image.shape[:2] != (height, width) or mask.shape[:2] != (height, width):
+            bad.add(
+                f"{path}: image {image.shape[0]}x{image.shape[1]}, mask {mask.shape[0]}x{mask.shape[1]}, "
+                f"but data.image_shape is {list(cfg.image_shape)}"
+            )
+            continue
+        mask = mask[..., 0].astype(np.int32)
+        if cfg.num_classes == 2:
+            mask[mask == 255] = 1
+        if mask.max() >= cfg.num_classes:
+            bad.add(f"{label_path}: mask value {mask.max()} is outside [0, {cfg.num_classes}) (data.num_classes)")
+            continue
+        images.append(image)
+        masks.append(mask)
+    if not images:
+        raise DataError(f"{root}: no usable image/label pairs")
+    return np.stack(images), np.stack(masks)
+
+
+def _tfds_splits(cfg: DataConfig) -> Splits:
+    """Images resized to data.image_shape (bilinear), masks likewise (nearest, so labels stay labels)."""
+    import tensorflow_datasets as tfds
+
+    if cfg.name not in TFDS_MASKS:
+        raise DataError(f"data.name: no known mask feature in tfds {cfg.name!r} (known: {', '.join(TFDS_MASKS)})")
+    feature, first_class = TFDS_MASKS[cfg.name]
+    keep = round(100 * (1 - cfg.validation_fraction))
+    try:
+        (train, val, test), info = tfds.load(
+            cfg.name, split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"], with_info=True
+        )
+    except Exception as e:  # downloading and preparing fail in many ways (network, disk, format): say which
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise DataError(
+            f"tfds {cfg.name!r}: could not download or prepare it ({type(e).__name__}: {reason}); "
+            "it needs network access once, or a prepared copy in ~/tensorflow_datasets"
+        ) from None
+    height, width, channels = cfg.image_shape
+    if info.features["image"].shape[-1] != channels:
+        raise DataError(
+            f"tfds {cfg.name!r}: images have {info.features['image'].shape[-1]} channels "
+            f"but data.image_shape is {list(cfg.image_shape)}"
+        )
+
+    def pair(example: dict) -> tuple[tf.Tensor, tf.Tensor]:
+        image = tf.image.resize(example["image"], (height, width))
+        mask = tf.image.resize(example[feature], (height, width), method="nearest")
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        return image, tf.cast(mask[..., 0], tf.int32) - first_class
+
+    splits = [ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE) for ds in (train, val, test)]
+    return Splits(*(ds.take(cfg.limit) if cfg.limit else ds for ds in splits))
+
+
+def make_joint_augment(data: DataConfig):
+    """Returns `augment(images, masks, seed)` for a batch: uint8 [B, H, W, C] and int32 [B, H, W] → float32 in
+    [0, 255] and int32, cropped to data.crop. One geometric transform moves image and mask alike (the mask
+    resampled nearest, so labels stay labels); contrast, brightness and noise touch the image only."""
+    cfg = data.augment
+    geometric = cfg.rotation or cfg.translation or cfg.zoom or cfg.flip != "none"
+
+    def augment(images: tf.Tensor, masks: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        crop_seed, geometry_seed, contrast_seed, brightness_seed, noise_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, num=5)
+        )
+        images = tf.cast(images, tf.float32)
+        if data.crop is not None:
+            images, masks = random_crops(images, masks, data.crop, crop_seed)
+        if geometric:
+            transforms = affine_params(cfg, images, geometry_seed)
+            images = affine(images, transforms, cfg.fill_mode)
+            masks = affine(tf.cast(masks[..., None], tf.float32), transforms, cfg.fill_mode, "NEAREST")
+            masks = tf.cast(tf.round(masks[..., 0]), tf.int32)
+        return photometric(cfg, images, (contrast_seed, brightness_seed, noise_seed)), masks
+
+    return augment
+
+
+def random_crops(images: tf.Tensor, masks: tf.Tensor, side: int, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The same random side × side window of each image and its mask, a different window per example."""
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    top_seed, left_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    top = tf.random.stateless_uniform([batch], top_seed, minval=0, maxval=height - side + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([batch], left_seed, minval=0, maxval=width - side + 1, dtype=tf.int32)
+    rows, cols = top[:, None] + tf.range(side), left[:, None] + tf.range(side)  # [B, side] each
+
+    def window(x: tf.Tensor) -> tf.Tensor:
+        return tf.gather(tf.gather(x, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+
+    return window(images), window(masks)

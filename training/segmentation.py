@@ -1,0 +1,147 @@
+"""Segmentation losses, metrics and TensorBoard overlays. Masks are int class ids [B, H, W]; predictions are
+per-pixel probabilities [B, H, W, K]. Losses use keras.ops only."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from kerasline.config import UNetConfig
+
+SMOOTH = 1.0  # Dice's additive smoothing: an empty class predicted empty scores a perfect 1, not 0/0
+PALETTE = np.array(  # one colour per class, repeated past 8 classes
+    [
+        [0.9, 0.1, 0.1],
+        [0.1, 0.8, 0.2],
+        [0.2, 0.4, 1.0],
+        [1.0, 0.8, 0.1],
+        [0.8, 0.2, 0.9],
+        [0.1, 0.9, 0.9],
+        [1.0, 0.5, 0.0],
+        [0.6, 0.6, 0.6],
+    ],
+    np.float32,
+)
+
+
+def segmentation_loss(cfg: UNetConfig, num_classes: int) -> keras.losses.Loss:
+    """The configured loss, `(y_true [B, H, W], y_pred [B, H, W, K]) → [B]`: one value per example."""
+    if cfg.loss == "boundary_ce":
+        return PixelLoss(
+            boundary_weighted_crossentropy,
+            name="boundary_ce",
+            num_classes=num_classes,
+            weight=cfg.boundary_weight,
+            width=cfg.boundary_width,
+        )
+    functions = {"crossentropy": crossentropy, "dice": dice_loss, "ce_dice": crossentropy_plus_dice}
+    return PixelLoss(functions[cfg.loss], name=cfg.loss, num_classes=num_classes)
+
+
+class PixelLoss(keras.losses.Loss):
+    """A loss function of (y_true, y_pred, **knobs), averaged over the batch like Keras's own losses."""
+
+    def __init__(self, function, name: str, **knobs):
+        super().__init__(name=name)
+        self.function, self.knobs = function, knobs
+
+    def call(self, y_true, y_pred):
+        return self.function(y_true, y_pred, **self.knobs)
+
+
+def crossentropy(y_true, y_pred, num_classes: int):
+    """Per-pixel cross-entropy, averaged over each example's pixels."""
+    return ops.mean(_pixel_crossentropy(y_true, y_pred), axis=(1, 2))
+
+
+def crossentropy_plus_dice(y_true, y_pred, num_classes: int):
+    return crossentropy(y_true, y_pred, num_classes) + dice_loss(y_true, y_pred, num_classes)
+
+
+def dice_loss(y_true, y_pred, num_classes: int):
+    """1 − soft Dice, averaged over classes, per example: 0 for a perfect prediction."""
+    one_hot = ops.one_hot(ops.cast(y_true, "int32"), num_classes)
+    intersection = ops.sum(one_hot * y_pred, axis=(1, 2))
+    total = ops.sum(one_hot + y_pred, axis=(1, 2))
+    return 1.0 - ops.mean((2.0 * intersection + SMOOTH) / (total + SMOOTH), axis=-1)
+
+
+def boundary_weighted_crossentropy(y_true, y_pred, num_classes: int, weight: float, width: int):
+    """Cross-entropy where pixels within a `width`-pixel window of a class boundary count (1 + weight) times:
+    the thin structures between regions (membranes, object outlines) are what a plain per-pixel loss neglects."""
+    weights = 1.0 + weight * boundary_map(y_true, num_classes, width)
+    ce = _pixel_crossentropy(y_true, y_pred)
+    return ops.sum(weights * ce, axis=(1, 2)) / ops.sum(weights, axis=(1, 2))
+
+
+def boundary_map(y_true, num_classes: int, width: int):
+    """1.0 where a width × width window holds more than one class, else 0.0: dilation minus erosion of each
+    class's one-hot map, by max-pooling (the image edge is not a boundary)."""
+    one_hot = ops.one_hot(ops.cast(y_true, "int32"), num_classes)
+    dilated = ops.max_pool(one_hot, width, strides=1, padding="same")
+    eroded = -ops.max_pool(-one_hot, width, strides=1, padding="same")
+    return ops.max(dilated - eroded, axis=-1)
+
+
+def _pixel_crossentropy(y_true, y_pred):
+    return keras.losses.sparse_categorical_crossentropy(ops.cast(y_true, "int32"), y_pred)
+
+
+class MeanDice(keras.metrics.MeanIoU):
+    """Dice (F1) per class from the same streaming confusion matrix as mean IoU, 2·TP / (2·TP + FP + FN),
+    averaged over the classes present in the labels or the predictions."""
+
+    def result(self):
+        cm = ops.cast(self.total_cm, "float32")
+        true_positives = ops.diagonal(cm)
+        denominator = ops.sum(cm, axis=0) + ops.sum(cm, axis=1)
+        present = ops.cast(denominator > 0, "float32")
+        dice = ops.where(denominator > 0, 2.0 * true_positives / ops.maximum(denominator, 1.0), 0.0)
+        return ops.sum(dice) / ops.maximum(ops.sum(present), 1.0)
+
+
+def segmentation_metrics(num_classes: int) -> list[keras.metrics.Metric]:
+    """Pixel accuracy, mean IoU, mean Dice and each class's IoU, over the whole split (confusion matrices)."""
+    return [
+        keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        keras.metrics.MeanIoU(num_classes, name="mean_iou", sparse_y_pred=False),
+        MeanDice(num_classes, name="dice", sparse_y_pred=False),
+        *(
+            keras.metrics.IoU(num_classes, target_class_ids=[c], name=f"iou_{c}", sparse_y_pred=False)
+            for c in range(num_classes)
+        ),
+    ]
+
+
+class MaskOverlays(keras.callbacks.Callback):
+    """After every epoch, for a few validation images: the image, the true mask over it and the predicted
+    mask over it, side by side (one colour per class)."""
+
+    def __init__(self, log_dir: Path, validation: tf.data.Dataset, num_classes: int, count: int = 3):
+        super().__init__()
+        self.log_dir, self.validation, self.num_classes, self.count = str(log_dir), validation, num_classes, count
+
+    def on_train_begin(self, logs=None):
+        images, masks = next(iter(self.validation))
+        self.images, self.masks = images[: self.count], masks[: self.count].numpy()
+        self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        predicted = np.asarray(self.model(self.images, training=False)).argmax(-1)
+        with self.writer.as_default():
+            for i, (image, mask, guess) in enumerate(zip(self.images.numpy(), self.masks, predicted, strict=True)):
+                panel = np.concatenate([overlay(image, None), overlay(image, mask), overlay(image, guess)], axis=1)
+                tf.summary.image(f"segmentation/example{i}", panel[None], step=epoch)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """An image in [0, 255] (H, W, C) as RGB in [0, 1], half-blended with the class colours of `mask`."""
+    rgb = np.broadcast_to(image[..., :3] / 255.0, (*image.shape[:2], 3)).astype(np.float32)
+    if mask is None:
+        return rgb
+    return 0.5 * rgb + 0.5 * PALETTE[mask % len(PALETTE)]
