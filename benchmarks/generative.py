@@ -26,6 +26,7 @@ import onnxruntime as ort
 import tensorflow as tf
 
 import training.fit
+from benchmarks.timing import median_ms
 from export.publish import float32_model
 from kerasline.config import ExperimentConfig, load_experiment, task_of
 from models.gan import fixed_noise
@@ -67,7 +68,6 @@ def digit_scores(scorer: keras.Model, images: np.ndarray, reference: np.ndarray)
 
 
 def batch1_latency(version: Path, inputs: dict[str, np.ndarray], calls: int) -> dict:
-    from benchmarks.run import median_ms  # run.py imports this module
 
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])

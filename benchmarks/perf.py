@@ -24,6 +24,7 @@ import onnxruntime as ort
 import tensorflow as tf
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from benchmarks.timing import median_ms
 from export import export_run
 from kerasline.config import PROJECT_ROOT, load_experiment
 from kerasline.files import write_text_atomic
@@ -200,16 +201,6 @@ def pipelines(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
     return out
 
 
-def timed_ms(call, calls: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
 
 def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[int, int]) -> dict:
     """Item 9 for one model: export its run, time SavedModel and ONNX Runtime (float32 and int8)."""
@@ -229,9 +220,9 @@ def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[in
     for batch, n in calls.items():
         inputs = x[:batch]
         tensor = tf.constant(inputs)
-        row = {"saved_model": timed_ms(lambda t=tensor: serve(**{name: t})["probabilities"].numpy(), n)}
+        row = {"saved_model": median_ms(lambda t=tensor: serve(**{name: t})["probabilities"].numpy(), n, warmup=5)}
         for key, session in sessions.items():
-            row[key] = timed_ms(lambda s=session, i=inputs: s.run(["probabilities"], {name: i})[0], n)
+            row[key] = median_ms(lambda s=session, i=inputs: s.run(["probabilities"], {name: i})[0], n, warmup=5)
         ms[batch] = row
 
     def accuracy(session: ort.InferenceSession) -> float:

@@ -50,6 +50,7 @@ from benchmarks.generative import generative_item
 from benchmarks.generative import table_rows as generative_table_rows
 from benchmarks.serving import serving_item
 from benchmarks.serving import table_rows as serving_table_rows
+from benchmarks.timing import median_ms
 from benchmarks.zoo import table_rows as zoo_table_rows
 from benchmarks.zoo import zoo_item
 from export import export_run
@@ -328,17 +329,6 @@ def runners(model: keras.Model, serve: Callable, session: ort.InferenceSession, 
     }
 
 
-def median_ms(call: Callable[[], object], calls: int, warmup: int = 10) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict:
     """Item 3: the run exported as the project publishes it, then each runtime timed in this process."""
     version = export_run(cfg, run_dir)
@@ -543,7 +533,7 @@ def serving_only(args: argparse.Namespace) -> int:
 
 
 def perf_only(args: argparse.Namespace) -> int:
-    """Items 7-9 alone: their table rows, results JSON and benchmarks/RESULTS.md."""
+    """Items 10-12 alone: their table rows, results JSON and benchmarks/RESULTS.md."""
     started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:

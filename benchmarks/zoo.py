@@ -9,6 +9,7 @@ from pathlib import Path
 import onnxruntime as ort
 import tensorflow as tf
 
+from benchmarks.timing import median_ms
 from export import export_run
 from export.publish import sample_inputs
 from kerasline.config import load_experiment
@@ -32,7 +33,7 @@ QUICK_OVERRIDES = ["data.limit=300", "training.epochs=2"]
 
 
 def zoo_item(tmp: Path, quick: bool) -> list[dict]:
-    from benchmarks.run import median_ms, steady, train_default  # run.py imports this module
+    from benchmarks.run import steady, train_default  # run.py imports this module
 
     rows = []
     for name in ZOO:

@@ -13,7 +13,7 @@ import tensorflow as tf
 from kerasline.config import DataConfig
 from kerasline.errors import DataError
 from pipelines.augment import affine, affine_params, photometric
-from pipelines.sources import IMAGE_SUFFIXES, SAMPLES_DIR, BadRecords, Splits, _split_arrays
+from pipelines.sources import IMAGE_SUFFIXES, SAMPLES_DIR, BadRecords, Splits, _split_arrays, tfds_splits_of
 
 # TFDS datasets whose masks we know: the mask feature, and the class id its first class is stored as.
 TFDS_MASKS = {"oxford_iiit_pet": ("segmentation_mask", 1)}  # trimaps: 1 pet, 2 background, 3 border
@@ -64,22 +64,10 @@ def _load_pairs(root: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarra
 
 def _tfds_splits(cfg: DataConfig) -> Splits:
     """Images resized to data.image_shape (bilinear), masks likewise (nearest, so labels stay labels)."""
-    import tensorflow_datasets as tfds
-
     if cfg.name not in TFDS_MASKS:
         raise DataError(f"data.name: no known mask feature in tfds {cfg.name!r} (known: {', '.join(TFDS_MASKS)})")
     feature, first_class = TFDS_MASKS[cfg.name]
-    keep = round(100 * (1 - cfg.validation_fraction))
-    try:
-        (train, val, test), info = tfds.load(
-            cfg.name, split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"], with_info=True
-        )
-    except Exception as e:  # downloading and preparing fail in many ways (network, disk, format): say which
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise DataError(
-            f"tfds {cfg.name!r}: could not download or prepare it ({type(e).__name__}: {reason}); "
-            "it needs network access once, or a prepared copy in ~/tensorflow_datasets"
-        ) from None
+    (train, val, test), info = tfds_splits_of(cfg)
     height, width, channels = cfg.image_shape
     if info.features["image"].shape[-1] != channels:
         raise DataError(

@@ -185,17 +185,15 @@ def _padded_sequences(arrays: dict, split: str, path: Path, cfg: DataConfig, bad
     return x[keep], labels[keep].astype(np.int32)
 
 
-def _tfds_splits(cfg: DataConfig) -> Splits:
+def tfds_splits_of(cfg: DataConfig, **kwargs) -> tuple:
+    """`tfds.load` of train | validation (carved from train) | test, and the dataset info; every way it can
+    fail becomes one DataError line."""
     import tensorflow_datasets as tfds
 
     keep = round(100 * (1 - cfg.validation_fraction))
+    split = [f"train[:{keep}%]", f"train[{keep}%:]", "test"]
     try:
-        (train, val, test), info = tfds.load(
-            cfg.name,
-            split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"],
-            as_supervised=True,
-            with_info=True,
-        )
+        return tfds.load(cfg.name, split=split, with_info=True, **kwargs)
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(f"data.name: no TFDS dataset named {cfg.name!r}") from None
     except Exception as e:  # downloading and preparing fail in many ways (network, disk, format): say which
@@ -204,6 +202,10 @@ def _tfds_splits(cfg: DataConfig) -> Splits:
             f"tfds {cfg.name!r}: could not download or prepare it ({type(e).__name__}: {reason}); "
             "it needs network access once, or a prepared copy in ~/tensorflow_datasets"
         ) from None
+
+
+def _tfds_splits(cfg: DataConfig) -> Splits:
+    (train, val, test), info = tfds_splits_of(cfg, as_supervised=True)
     label = info.features["label"]
     if label.num_classes != cfg.num_classes:
         raise DataError(f"tfds {cfg.name!r}: {label.num_classes} classes but data.num_classes is {cfg.num_classes}")

@@ -59,7 +59,7 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kerasline():
     return run_cli
 

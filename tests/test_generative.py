@@ -69,13 +69,11 @@ def test_gan_trains_and_exports_its_generator(tmp_path, kerasline):
 
 
 @pytest.fixture(scope="module")
-def autoencoder(tmp_path_factory):
+def autoencoder(tmp_path_factory, kerasline):
     """A dense denoising autoencoder, trained long enough (a few seconds) to know digits from noise."""
-    from conftest import run_cli
-
     root = tmp_path_factory.mktemp("autoencoder")
     model = 'name = "autoencoder"\nhidden_units = [64]\nlatent_dim = 16\ndenoise_stddev = 0.1'
-    experiment, version, report = train_cli(run_cli, root, "ae", model, limit=1000, epochs=4)
+    experiment, version, report = train_cli(kerasline, root, "ae", model, limit=1000, epochs=4)
     return {"root": root, "experiment": experiment, "version": version, "report": report}
 
 
