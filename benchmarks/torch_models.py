@@ -43,7 +43,8 @@ class ConvNet(nn.Module):
 
 
 class BiRNN(nn.Module):
-    """Embedding → (bidirectional) LSTM/GRU layers over the unpadded steps → last states → dropout → logits.
+    """Embedding → (bidirectional) LSTM/GRU layers over the unpadded steps → last states, or the mean or max
+    of the top layer's outputs over them → dropout → logits.
 
     Keras gives an LSTM one bias per gate, PyTorch two (b_ih, b_hh): b_hh is held at zero and frozen, so both
     train the same parameters. Keras masks every 0 id (so word dropout leaves holes); packing skips only the
@@ -52,8 +53,7 @@ class BiRNN(nn.Module):
 
     def __init__(self, cfg: RNNConfig, vocab_size: int, num_classes: int):
         super().__init__()
-        if cfg.summary != "last":
-            raise ValueError("the PyTorch reference covers summary = 'last'")
+        self.summary = cfg.summary
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=0)
         Cell = nn.LSTM if cfg.cell == "lstm" else nn.GRU
         self.rnn = Cell(
@@ -72,11 +72,19 @@ class BiRNN(nn.Module):
         lengths = (nonzero * torch.arange(1, tokens.shape[1] + 1)).amax(1).clamp(min=1)
         embedded = self.embedding(tokens)
         packed = nn.utils.rnn.pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
-        hidden = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
-        directions = 2 if self.rnn.bidirectional else 1
-        last = hidden[-directions:].transpose(0, 1).reshape(tokens.shape[0], -1)  # the top layer, both directions
-        return self.logits(self.dropout(last))
+        outputs, state = self.rnn(packed)
+        if self.summary == "last":
+            hidden = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
+            directions = 2 if self.rnn.bidirectional else 1
+            summary = hidden[-directions:].transpose(0, 1).reshape(tokens.shape[0], -1)  # top layer, both directions
+        else:
+            steps, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=tokens.shape[1])
+            keep = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
+            if self.summary == "mean":
+                summary = (steps * keep).sum(1) / keep.sum(1)
+            else:
+                summary = steps.masked_fill(~keep, float("-inf")).amax(1)
+        return self.logits(self.dropout(summary))
 
 
 class TextTransformer(nn.Module):
