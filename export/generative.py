@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 
-from export.publish import ParityError, _publish, sample_inputs
+from export.publish import ParityError, _publish, built_in_float32, sample_inputs
 from export.repository import write_models_config, write_warmup
 from export.signature import autoencoder_functions, generator_functions, write_onnx
 from export.verify import signatures_parity
@@ -58,12 +58,7 @@ def export_generative(cfg: ExperimentConfig, run_dir: Path) -> Path:
 
 def trained_float32(cfg: ExperimentConfig, weights: Path) -> keras.Model:
     """The generator (generate) or the autoencoder (reconstruct), rebuilt in float32 with the run's weights."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        model = build_gan(cfg) if task_of(cfg) == "generate" else build_model(cfg)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    model = built_in_float32(lambda: build_gan(cfg) if task_of(cfg) == "generate" else build_model(cfg))
     model.load_weights(weights)
     return model.generator if task_of(cfg) == "generate" else model
 

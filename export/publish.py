@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -70,17 +71,22 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
 def float32_model(cfg: ExperimentConfig, weights: Path) -> keras.Model:
     """The trained model rebuilt in float32, whatever precision it was trained in, and with portable
     recurrent kernels: tf2onnx cannot convert cuDNN's, which Keras picks whenever a GPU is visible."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        model = build_model(cfg)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    model = built_in_float32(lambda: build_model(cfg))
     model.load_weights(weights)
     for layer in _layers(model):
         if hasattr(layer, "use_cudnn"):
             layer.use_cudnn = False
     return model
+
+
+def built_in_float32(build: Callable[[], keras.Model]) -> keras.Model:
+    """`build()` under the float32 dtype policy, whatever policy training set."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        return build()
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _layers(layer: keras.layers.Layer):

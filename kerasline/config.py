@@ -562,7 +562,7 @@ class ExperimentConfig(Section):
             raise ValueError(f"data.crop: {data.crop} is larger than data.image_shape {list(data.image_shape)}")
         if self.training.monitor in SEGMENTATION_MONITORS and data.task != "segmentation":
             raise ValueError(f"training.monitor: {self.training.monitor} is a segmentation metric")
-        problem = model.data_problem(data) if data.input == "image" or model.name != "mlp" else None
+        problem = model.data_problem(data)
         if problem:
             raise ValueError(problem)
         head = getattr(model, "head", "softmax")
