@@ -83,10 +83,21 @@ class DataConfig(Section):
         None, description="image samples and folder: use N examples, then split; tokens and tfds: at most N per split"
     )
     batch_size: int = Field(128, ge=1, le=65_536, description="global batch, split across replicas")
+    shard: Literal["data", "file"] = Field(
+        "data",
+        description="multi-worker: data = each worker reads the whole source and keeps its share of the batches; "
+        "file = each worker reads only its share of the training files (tfds and folder sources)",
+    )
     crop: Side | None = Field(None, description="segmentation: train on random square crops of this side")
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)
     on_error: Literal["raise", "skip"] = Field("raise", description="skip: drop bad records and report them")
     augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _shards_need_files(self) -> "DataConfig":
+        if self.shard == "file" and self.source == "samples":
+            raise ValueError("data.shard: 'file' needs a source of many files (tfds or folder); samples is one file")
+        return self
 
 
 Initializer = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
@@ -436,6 +447,14 @@ class TrainingConfig(Section):
     steps_per_execution: int = Field(1, ge=1, le=10_000, description="training steps per traced call")
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+
+    @model_validator(mode="after")
+    def _one_step_per_call_across_workers(self) -> "TrainingConfig":
+        # Keras 3.15 runs several steps in a tf.while_loop whose tf.cond holds the all-reduce; a
+        # MultiWorkerMirroredStrategy graph cannot run that ("You must feed a value for placeholder tensor").
+        if self.strategy == "multi_worker" and self.steps_per_execution > 1:
+            raise ValueError("training.steps_per_execution: must be 1 under training.strategy = 'multi_worker'")
+        return self
 
 
 class ExportConfig(Section):

@@ -3,6 +3,9 @@
 The training stream is a pure function of (seed, epoch, step): epoch e is shuffled with its own
 seed and batch g is augmented with seed (seed, g). A run resumed at any epoch and step therefore
 sees exactly the batches an uninterrupted run would have seen.
+
+Under file sharding (`shard`, a `tf.distribute.InputContext`) each worker streams per-replica batches of its own
+share of the training files, for `tf.distribute.Strategy.distribute_datasets_from_function`.
 """
 
 from collections.abc import Sequence
@@ -14,7 +17,7 @@ import tensorflow as tf
 from kerasline.config import DataConfig, ExperimentConfig, task_of
 from pipelines.augment import make_augment
 from pipelines.segmentation import make_joint_augment
-from pipelines.sources import Splits, load_splits
+from pipelines.sources import Shard, Splits, load_splits
 
 
 @dataclass(frozen=True)
@@ -29,22 +32,34 @@ class Datasets:
     steps_per_epoch: int
     skipped: tuple[str, ...]  # bad records dropped under data.on_error = "skip"
     vocabulary: tuple[str, ...]  # text input: what the export's in-graph lookup needs
+    shard: Shard | None = None  # file sharding: train_examples are this worker's share
 
     def train(self, first_epoch: int = 0, last_epoch: int | None = None, skip_steps: int = 0) -> tf.data.Dataset:
         """Epochs [first_epoch, last_epoch) back to back, starting `skip_steps` batches into the first."""
-        cfg = self.cfg
+        cfg, shard = self.cfg, self.shard
         last_epoch = cfg.training.epochs if last_epoch is None else last_epoch
-        batches = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(
-            lambda epoch: self.train_examples.shuffle(
+        workers, worker = (shard.num_input_pipelines, shard.input_pipeline_id) if shard else (1, 0)
+        # Under file sharding every worker feeds its own replicas, and takes the same number of batches an
+        # epoch, its share repeated as needed: shares differ by a few examples, and a worker that ran out first
+        # would leave the others waiting in the all-reduce.
+        local_replicas = shard.num_replicas_in_sync // workers if shard else 1
+        batches_per_epoch = self.steps_per_epoch * local_replicas
+        batch_size = shard.get_per_replica_batch_size(cfg.data.batch_size) if shard else cfg.data.batch_size
+
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            examples = self.train_examples.shuffle(
                 cfg.data.shuffle_buffer, seed=cfg.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
-            ).batch(cfg.data.batch_size)
-        )
-        steps = self.steps_per_epoch
-        seeds = tf.data.Dataset.range(first_epoch * steps, last_epoch * steps).map(
-            lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g])
+            )
+            if shard is None:
+                return examples.batch(batch_size)
+            return examples.repeat().batch(batch_size).take(batches_per_epoch)
+
+        batches = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_batches)
+        seeds = tf.data.Dataset.range(first_epoch * batches_per_epoch, last_epoch * batches_per_epoch).map(
+            lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g * workers + worker])  # unique across workers
         )
         augment = _pair_augment(cfg.data)
-        stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps)
+        stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps * local_replicas)
         stream = stream.map(lambda batch, seed: augment(*batch, seed), num_parallel_calls=tf.data.AUTOTUNE)
         return stream.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
@@ -57,15 +72,19 @@ def _pair_augment(data: DataConfig):
     return lambda x, y, seed: (augment(x, seed), y)
 
 
-def build_datasets(cfg: ExperimentConfig) -> Datasets:
-    splits = load_splits(cfg.data, cfg.seed)
+def build_datasets(cfg: ExperimentConfig, shard: Shard | None = None) -> Datasets:
+    """`shard`: under file sharding on several workers, this worker's input context (training/workers.py)."""
+    splits = load_splits(cfg.data, cfg.seed, shard)
     vocabulary = ()
     if cfg.data.input == "text":
-        vectorize = text_vectorizer(cfg.data, adapt_to=splits.train.map(lambda text, _: text))
+        # Every worker adapts on the whole training split, so all of them look words up alike.
+        whole = load_splits(cfg.data, cfg.seed).train if shard else splits.train
+        vectorize = text_vectorizer(cfg.data, adapt_to=whole.map(lambda text, _: text))
         vocabulary = tuple(str(word) for word in vectorize.get_vocabulary())
-        splits = Splits(*(_tokenised(ds, vectorize) for ds in (splits.train, splits.validation, splits.test)))
+        tokenised = (_tokenised(ds, vectorize) for ds in (splits.train, splits.validation, splits.test))
+        splits = Splits(*tokenised, splits.skipped, splits.train_size)
     train_examples = splits.train.cache()
-    count = int(train_examples.cardinality())
+    count = splits.train_size or int(train_examples.cardinality())
     if count < 0:  # a source of unknown length: count it once
         count = int(train_examples.reduce(0, lambda n, _: n + 1))
     datasets = Datasets(
@@ -76,6 +95,7 @@ def build_datasets(cfg: ExperimentConfig) -> Datasets:
         steps_per_epoch=-(-count // cfg.data.batch_size),
         skipped=splits.skipped,
         vocabulary=vocabulary,
+        shard=shard,
     )
     return ReconstructionDatasets.of(datasets) if task_of(cfg) == "reconstruct" else datasets
 

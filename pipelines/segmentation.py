@@ -13,29 +13,35 @@ import tensorflow as tf
 from kerasline.config import DataConfig
 from kerasline.errors import DataError
 from pipelines.augment import affine, affine_params, photometric
-from pipelines.sources import IMAGE_SUFFIXES, SAMPLES_DIR, BadRecords, Splits, _split_arrays, tfds_splits_of
+from pipelines.sources import IMAGE_SUFFIXES, SAMPLES_DIR, BadRecords, Shard, Splits, split_files, tfds_splits_of
 
 # TFDS datasets whose masks we know: the mask feature, and the class id its first class is stored as.
 TFDS_MASKS = {"oxford_iiit_pet": ("segmentation_mask", 1)}  # trimaps: 1 pet, 2 background, 3 border
 
 
-def segmentation_splits(cfg: DataConfig, seed: int) -> Splits:
+def segmentation_splits(cfg: DataConfig, seed: int, shard: Shard | None = None) -> Splits:
     if cfg.source == "tfds":
-        return _tfds_splits(cfg)
+        return _tfds_splits(cfg, shard)
     bad = BadRecords(cfg.on_error)
     root = SAMPLES_DIR / cfg.name if cfg.source == "samples" else Path(cfg.name)
-    images, masks = _load_pairs(root, cfg, bad)
-    return _split_arrays(images, masks, cfg, seed, tuple(bad.lines))
+    return split_files(_list_pairs(root), lambda paths: _read_pairs(root, paths, cfg, bad), bad, cfg, seed, shard)
 
 
-def _load_pairs(root: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray, np.ndarray]:
-    """image/N.png with label/N.png. With two classes a mask pixel of 255 is class 1 (binary PNG masks)."""
+def _list_pairs(root: Path) -> list[Path]:
+    """The image/N.png files (each with its label/N.png), 2.png before 10.png."""
     if not (root / "image").is_dir() or not (root / "label").is_dir():
         raise DataError(f"{root}: a segmentation folder needs image/ and label/ sub-folders")
-    height, width, channels = cfg.image_shape
     paths = [p for p in (root / "image").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not paths:
+        raise DataError(f"{root}: no usable image/label pairs")
+    return sorted(paths, key=lambda p: (len(p.stem), p.stem))
+
+
+def _read_pairs(root: Path, paths: list[Path], cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray, np.ndarray]:
+    """Images with their masks. With two classes a mask pixel of 255 is class 1 (binary PNG masks)."""
+    height, width, channels = cfg.image_shape
     images, masks = [], []
-    for path in sorted(paths, key=lambda p: (len(p.stem), p.stem)):  # 2.png before 10.png
+    for path in paths:
         label_path = root / "label" / path.name
         try:
             image = tf.io.decode_image(tf.io.read_file(str(path)), channels=channels, expand_animations=False).numpy()
@@ -62,12 +68,12 @@ def _load_pairs(root: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarra
     return np.stack(images), np.stack(masks)
 
 
-def _tfds_splits(cfg: DataConfig) -> Splits:
+def _tfds_splits(cfg: DataConfig, shard: Shard | None) -> Splits:
     """Images resized to data.image_shape (bilinear), masks likewise (nearest, so labels stay labels)."""
     if cfg.name not in TFDS_MASKS:
         raise DataError(f"data.name: no known mask feature in tfds {cfg.name!r} (known: {', '.join(TFDS_MASKS)})")
     feature, first_class = TFDS_MASKS[cfg.name]
-    (train, val, test), info = tfds_splits_of(cfg)
+    datasets, info, train_size = tfds_splits_of(cfg, shard)
     height, width, channels = cfg.image_shape
     if info.features["image"].shape[-1] != channels:
         raise DataError(
@@ -81,8 +87,7 @@ def _tfds_splits(cfg: DataConfig) -> Splits:
         image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         return image, tf.cast(mask[..., 0], tf.int32) - first_class
 
-    splits = [ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE) for ds in (train, val, test)]
-    return Splits(*(ds.take(cfg.limit) if cfg.limit else ds for ds in splits))
+    return Splits(*(ds.map(pair, num_parallel_calls=tf.data.AUTOTUNE) for ds in datasets), train_size=train_size)
 
 
 def make_joint_augment(data: DataConfig):

@@ -3,9 +3,14 @@ data.input says, an image uint8 [H, W, C], token ids int32 [L] (0 pads) or a raw
 
 Every source is checked against the experiment before training starts: shapes, token ids, label
 range and class count. A problem raises `DataError` naming the file or the config key.
+
+File sharding (data.shard = "file" on several workers): a worker reads only its share of the training files,
+as its `tf.distribute.InputContext` says; validation and test are read whole by every worker.
 """
 
+import math
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +30,7 @@ class Splits:
     validation: tf.data.Dataset
     test: tf.data.Dataset
     skipped: tuple[str, ...] = ()  # bad records dropped under data.on_error = "skip", one line each
+    train_size: int | None = None  # file sharding: the whole training split's size, of which train is a share
 
 
 class BadRecords:
@@ -39,20 +45,25 @@ class BadRecords:
         self.lines.append(line)
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
+Shard = tf.distribute.InputContext
+
+
+def load_splits(cfg: DataConfig, seed: int, shard: Shard | None = None) -> Splits:
+    """`shard`: this worker's share of the training files (tfds and folder sources only, as the config checks)."""
     if cfg.task == "segmentation":
         from pipelines.segmentation import segmentation_splits  # it builds on this module
 
-        return segmentation_splits(cfg, seed)
+        return segmentation_splits(cfg, seed, shard)
     if cfg.source == "tfds":
-        return _tfds_splits(cfg)
+        return _tfds_splits(cfg, shard)
     bad = BadRecords(cfg.on_error)
     if cfg.input == "tokens":
         return _token_splits(_sample_path(cfg.name), cfg, seed, bad)
-    if cfg.source == "samples":
-        images, labels = _load_npz(_sample_path(cfg.name), cfg, bad)
-    else:
-        images, labels = _load_folder(Path(cfg.name), cfg, bad)
+    if cfg.source == "folder":
+        root = Path(cfg.name)
+        files = _list_folder(root, cfg)
+        return split_files(files, lambda part: _read_folder(root, part, cfg, bad), bad, cfg, seed, shard)
+    images, labels = _load_npz(_sample_path(cfg.name), cfg, bad)
     return _split_arrays(images, labels, cfg, seed, tuple(bad.lines))
 
 
@@ -85,34 +96,62 @@ def _load_npz(path: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray,
     return images[~out_of_range], labels[~out_of_range].astype(np.int32)
 
 
-def _load_folder(root: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray, np.ndarray]:
+def _list_folder(root: Path, cfg: DataConfig) -> list[tuple[Path, int]]:
+    """(image file, label) in a fixed order: class folders sorted, files sorted within each."""
     if not root.is_dir():
         raise DataError(f"{root}: no such image folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) != cfg.num_classes:
         raise DataError(f"{root}: {len(classes)} class folders but data.num_classes is {cfg.num_classes}")
+    files = [
+        (path, label)
+        for label, name in enumerate(classes)
+        for path in sorted((root / name).iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise DataError(f"{root}: no images found")
+    return files
+
+
+def _read_folder(
+    root: Path, files: list[tuple[Path, int]], cfg: DataConfig, bad: BadRecords
+) -> tuple[np.ndarray, np.ndarray]:
     height, width, channels = cfg.image_shape
     images, labels = [], []
-    for label, name in enumerate(classes):
-        for path in sorted((root / name).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                image = tf.io.decode_image(tf.io.read_file(str(path)), channels=channels, expand_animations=False)
-            except tf.errors.InvalidArgumentError:
-                bad.add(f"{path}: not a readable image")
-                continue
-            if tuple(image.shape[:2]) != (height, width):
-                bad.add(
-                    f"{path}: image is {image.shape[0]}x{image.shape[1]} "
-                    f"but data.image_shape is {list(cfg.image_shape)}"
-                )
-                continue
-            images.append(image.numpy())
-            labels.append(label)
+    for path, label in files:
+        try:
+            image = tf.io.decode_image(tf.io.read_file(str(path)), channels=channels, expand_animations=False)
+        except tf.errors.InvalidArgumentError:
+            bad.add(f"{path}: not a readable image")
+            continue
+        if tuple(image.shape[:2]) != (height, width):
+            size = f"{image.shape[0]}x{image.shape[1]}"
+            bad.add(f"{path}: image is {size} but data.image_shape is {list(cfg.image_shape)}")
+            continue
+        images.append(image.numpy())
+        labels.append(label)
     if not images:
-        raise DataError(f"{root}: no images found")
+        raise DataError(f"{root}: no readable images among {len(files)} files of a split")
     return np.stack(images), np.asarray(labels, np.int32)
+
+
+def split_files(
+    files: list, read: Callable[[list], tuple], bad: BadRecords, cfg: DataConfig, seed: int, shard: Shard | None
+) -> Splits:
+    """The seeded split of `_split_arrays`, made over file names, then each part read with `read(files)` →
+    arrays (it adds what it cannot read to `bad`). Under file sharding this worker reads only its share of the
+    training files."""
+    test, val, train = _split_order(len(files), cfg, seed)
+    train_size = len(train)
+    if shard:
+        workers = shard.num_input_pipelines
+        if train_size < workers:
+            raise DataError(f"data.shard: {train_size} training files cannot be shared among {workers} workers")
+        train = train[shard.input_pipeline_id :: workers]
+    parts = [read([files[i] for i in part]) for part in (train, val, test)]
+    datasets = (tf.data.Dataset.from_tensor_slices(part) for part in parts)
+    return Splits(*datasets, tuple(bad.lines), train_size if shard else None)
 
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, where: str) -> None:
@@ -127,14 +166,19 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, where
 
 
 def _split_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, seed: int, skipped: tuple) -> Splits:
-    """A seeded permutation, then test | validation | train slices, so test never moves with validation."""
-    order = np.random.default_rng(seed).permutation(len(images))[: cfg.limit]
+    parts = _split_order(len(images), cfg, seed)
+    return Splits(*(tf.data.Dataset.from_tensor_slices((images[i], labels[i])) for i in reversed(parts)), skipped)
+
+
+def _split_order(count: int, cfg: DataConfig, seed: int) -> list[np.ndarray]:
+    """Indices of test | validation | train: a seeded permutation cut in that order, so test never moves with
+    validation."""
+    order = np.random.default_rng(seed).permutation(count)[: cfg.limit]
     n_test = max(1, round(len(order) * cfg.test_fraction))
     n_val = max(1, round(len(order) * cfg.validation_fraction))
     if len(order) - n_test - n_val < 1:
         raise DataError(f"data.name {cfg.name!r}: {len(order)} usable examples are too few to split")
-    test, val, train = np.split(order, [n_test, n_test + n_val])
-    return Splits(*(tf.data.Dataset.from_tensor_slices((images[i], labels[i])) for i in (train, val, test)), skipped)
+    return np.split(order, [n_test, n_test + n_val])
 
 
 def _token_splits(path: Path, cfg: DataConfig, seed: int, bad: BadRecords) -> Splits:
@@ -185,15 +229,37 @@ def _padded_sequences(arrays: dict, split: str, path: Path, cfg: DataConfig, bad
     return x[keep], labels[keep].astype(np.int32)
 
 
-def tfds_splits_of(cfg: DataConfig, **kwargs) -> tuple:
-    """`tfds.load` of train | validation (carved from train) | test, and the dataset info; every way it can
-    fail becomes one DataError line."""
+def tfds_splits_of(cfg: DataConfig, shard: Shard | None = None, **kwargs) -> tuple:
+    """`tfds.load` of train | validation (carved from train) | test, each cut to data.limit, the dataset info,
+    and under file sharding the whole training split's size (train is then this worker's share of its files).
+    Every way it can fail becomes one DataError line."""
     import tensorflow_datasets as tfds
 
     keep = round(100 * (1 - cfg.validation_fraction))
     split = [f"train[:{keep}%]", f"train[{keep}%:]", "test"]
+    (train, val, test), info = _tfds_load(cfg, split=split, with_info=True, **kwargs)
+    train_size = None
+    if shard:
+        try:  # tfds hands each input pipeline whole files of the split
+            train = tfds.load(cfg.name, split=split[0], read_config=tfds.ReadConfig(input_context=shard), **kwargs)
+        except ValueError:  # "Cannot shard the pipeline": fewer files than workers
+            raise DataError(
+                f"data.shard: tfds {cfg.name!r} {split[0]} has fewer files than the {shard.num_input_pipelines} "
+                "workers; use data.shard = 'data'"
+            ) from None
+        train_size = info.splits[split[0]].num_examples
+    if cfg.limit:
+        share = math.ceil(cfg.limit / shard.num_input_pipelines) if shard else cfg.limit
+        train, val, test = train.take(share), val.take(cfg.limit), test.take(cfg.limit)
+        train_size = train_size and min(train_size, cfg.limit)
+    return [train, val, test], info, train_size
+
+
+def _tfds_load(cfg: DataConfig, **kwargs) -> tuple:
+    import tensorflow_datasets as tfds
+
     try:
-        return tfds.load(cfg.name, split=split, with_info=True, **kwargs)
+        return tfds.load(cfg.name, **kwargs)
     except tfds.core.registered.DatasetNotFoundError:
         raise DataError(f"data.name: no TFDS dataset named {cfg.name!r}") from None
     except Exception as e:  # downloading and preparing fail in many ways (network, disk, format): say which
@@ -204,20 +270,19 @@ def tfds_splits_of(cfg: DataConfig, **kwargs) -> tuple:
         ) from None
 
 
-def _tfds_splits(cfg: DataConfig) -> Splits:
-    (train, val, test), info = tfds_splits_of(cfg, as_supervised=True)
+def _tfds_splits(cfg: DataConfig, shard: Shard | None) -> Splits:
+    datasets, info, train_size = tfds_splits_of(cfg, shard, as_supervised=True)
     label = info.features["label"]
     if label.num_classes != cfg.num_classes:
         raise DataError(f"tfds {cfg.name!r}: {label.num_classes} classes but data.num_classes is {cfg.num_classes}")
-    splits = [ds.map(lambda x, y: (x, tf.cast(y, tf.int32))) for ds in (train, val, test)]
-    splits = [ds.take(cfg.limit) if cfg.limit else ds for ds in splits]
+    splits = Splits(*(ds.map(lambda x, y: (x, tf.cast(y, tf.int32))) for ds in datasets), train_size=train_size)
     if cfg.input == "text":
-        if splits[0].element_spec[0].dtype != tf.string:
+        if splits.train.element_spec[0].dtype != tf.string:
             raise DataError(f"tfds {cfg.name!r}: its inputs are not text, but data.input is 'text'")
-        return Splits(*splits)
+        return splits
     image = info.features["image"]
     if tuple(image.shape) != tuple(cfg.image_shape):
         raise DataError(
             f"tfds {cfg.name!r}: images are {list(image.shape)} but data.image_shape is {list(cfg.image_shape)}"
         )
-    return Splits(*splits)
+    return splits

@@ -73,3 +73,35 @@ def trained(tmp_path_factory) -> dict:
     proc = run_cli("train", str(experiment))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"root": root, "experiment": experiment, "stdout": proc.stdout, "cfg": load_experiment(str(experiment))}
+
+
+@pytest.fixture(scope="session")
+def sharded_tfds(tmp_path_factory) -> Path:
+    """A real TFDS dataset, `shard_probe`, prepared offline in 4 TFRecord files per split: 40 train and 10 test
+    examples of 8×8×1 images, example i filled with the value i and labelled i % 2. tfds.load reads it from
+    files once tfds looks in the returned folder (TFDS_DATA_DIR, or tfds.core.constants.DATA_DIR in-process)."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+    from etils import epath
+
+    root = tmp_path_factory.mktemp("tfds")
+
+    class ShardProbe(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        VERSION = tfds.core.Version("1.0.0")
+        pkg_dir_path = epath.Path(root)  # where tfds looks for metadata files: none here
+
+        def _info(self):
+            features = {"image": tfds.features.Image(shape=(8, 8, 1)), "label": tfds.features.ClassLabel(num_classes=2)}
+            return self.dataset_info_from_configs(
+                features=tfds.features.FeaturesDict(features), supervised_keys=("image", "label")
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples(range(40)), "test": self._generate_examples(range(100, 110))}
+
+        def _generate_examples(self, ids):
+            for i in ids:
+                yield i, {"image": np.full((8, 8, 1), i, np.uint8), "label": i % 2}
+
+    ShardProbe(data_dir=str(root)).download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=4))
+    return root

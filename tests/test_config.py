@@ -49,6 +49,7 @@ def test_overrides_parse_values_as_toml():
         ("modle.filters=[8]", "modle: unknown key (did you mean 'model'?)"),
         ("seed.value=1", "seed: is a value, not a section"),
         ("name=../escape", "name: string should match pattern"),
+        ("data.shard=file", "data.shard: 'file' needs a source of many files (tfds or folder); samples is one file"),
     ],
 )
 def test_bad_values_name_the_key(override, expected):
@@ -56,6 +57,13 @@ def test_bad_values_name_the_key(override, expected):
         load_experiment("mnist_cnn", [override])
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_several_steps_per_call_are_refused_across_workers():
+    """Keras 3.15 cannot run them under MultiWorkerMirroredStrategy; a job would fail only once it started."""
+    assert load_experiment("mnist_cnn", ["training.steps_per_execution=8"]).training.steps_per_execution == 8
+    with pytest.raises(ConfigError, match="training.steps_per_execution: must be 1 under training.strategy"):
+        load_experiment("mnist_cnn", ["training.steps_per_execution=8", "training.strategy=multi_worker"])
 
 
 def test_resolved_config_round_trips_through_toml():

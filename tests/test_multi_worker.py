@@ -48,8 +48,9 @@ dir = "exports"
 """
 STRATEGY = "training.strategy=multi_worker"
 
-# Trains through training.fit.train and saves the weights fit ended with (before the best epoch is reloaded).
-# argv: experiment, output .npz, strategy. "mirrored" first makes two logical CPUs of the one physical CPU.
+# Trains through training.fit.train and saves the weights fit ended with (before the best epoch is reloaded); prints
+# the first pixel of each training example it read. argv: experiment, output .npz, strategy. "mirrored" first makes
+# two logical CPUs of the one physical CPU.
 DRIVER = textwrap.dedent(
     """
     import json, sys
@@ -63,15 +64,17 @@ DRIVER = textwrap.dedent(
     from kerasline.config import load_experiment
 
     ended = {}
-    def fit_and_keep(model, *args):
-        fit_and_keep.original(model, *args)
+    def fit_and_keep(model, data, *args):
+        fit_and_keep.original(model, data, *args)
         ended["weights"] = model.get_weights()
+        ended["read"] = sorted(int(x[0, 0, 0]) for x, _ in data.train_examples.as_numpy_iterator())
     fit_and_keep.original = fit._fit
     with mock.patch.object(fit, "_fit", fit_and_keep):
         result = fit.train(load_experiment(sys.argv[1], [f"training.strategy={sys.argv[3]}"]))
     np.savez(sys.argv[2], *ended["weights"])
     result.leave()
-    print(json.dumps({"chief": result.chief, "replicas": result.replicas, "run_dir": str(result.run_dir)}))
+    report = {"chief": result.chief, "replicas": result.replicas, "run_dir": str(result.run_dir), "read": ended["read"]}
+    print(json.dumps(report))
     """
 )
 
@@ -195,6 +198,52 @@ def test_a_job_whose_worker_died_resumes_from_the_chiefs_checkpoint(pair, tmp_pa
     assert resumed.keys() == uninterrupted.keys()
     for name, array in resumed.items():
         np.testing.assert_array_equal(array, uninterrupted[name], err_msg=name)
+
+
+SHARDED = """
+name = "sharded"
+seed = 3
+deterministic = true
+runs_dir = "runs"
+
+[data]
+source = "tfds"
+name = "shard_probe"
+image_shape = [8, 8, 1]
+num_classes = 2
+batch_size = 8
+shard = "file"
+
+[model]
+filters = [4]
+convs_per_block = 1
+dense_units = 8
+
+[training]
+epochs = 2
+"""
+
+
+def test_under_file_sharding_each_worker_reads_its_own_tfds_files(sharded_tfds, tmp_path):
+    (tmp_path / "sharded.toml").write_text(SHARDED)
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    procs = [
+        start(
+            ["-c", DRIVER, "sharded.toml", str(tmp_path / f"w{i}.npz"), "multi_worker"],
+            tmp_path,
+            worker_env(workers, i, TFDS_DATA_DIR=str(sharded_tfds)),  # shard_probe: 40 examples in 4 files
+        )
+        for i in (0, 1)
+    ]
+    results = finish(procs)
+    for code, _, stderr in results:
+        assert code == 0, stderr[-3000:]
+    read = [json.loads(stdout.strip().splitlines()[-1])["read"] for _, stdout, _ in results]
+    assert read[0] and read[1] and not set(read[0]) & set(read[1])  # example i holds pixel value i
+    assert len(read[0] + read[1]) == 36  # train[:90%] between them
+    for a, b in zip(load(tmp_path / "w0.npz"), load(tmp_path / "w1.npz"), strict=True):
+        np.testing.assert_array_equal(a, b)  # different data, one all-reduced update
+    assert (tmp_path / "runs" / "sharded" / "run-001" / "best.weights.h5").is_file()
 
 
 def h5_arrays(path: Path) -> dict[str, np.ndarray]:

@@ -242,8 +242,9 @@ def test_segmentation_keys_stay_with_segmentation(kerasline):
 def test_a_mask_folder_names_its_bad_files(tmp_path):
     for sub in ("image", "label"):
         (tmp_path / sub).mkdir()
-    tf.io.write_file(str(tmp_path / "image" / "0.png"), tf.io.encode_png(np.zeros((64, 64, 1), np.uint8)))
-    tf.io.write_file(str(tmp_path / "label" / "0.png"), tf.io.encode_png(np.full((64, 64, 1), 7, np.uint8)))
+    for i in range(3):  # the split comes first: train, validation and test each get one
+        tf.io.write_file(str(tmp_path / "image" / f"{i}.png"), tf.io.encode_png(np.zeros((64, 64, 1), np.uint8)))
+        tf.io.write_file(str(tmp_path / "label" / f"{i}.png"), tf.io.encode_png(np.full((64, 64, 1), 7, np.uint8)))
     cfg = validate(
         {
             "name": "f",
@@ -251,7 +252,7 @@ def test_a_mask_folder_names_its_bad_files(tmp_path):
             "model": {"name": "unet", "depth": 2},
         }
     )
-    with pytest.raises(DataError, match=r"label/0.png: mask value 7 is outside \[0, 2\)"):
+    with pytest.raises(DataError, match=r"label/\d.png: mask value 7 is outside \[0, 2\)"):
         load_splits(cfg.data, cfg.seed)
 
 

