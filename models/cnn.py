@@ -3,9 +3,14 @@
 import keras
 from keras import layers
 
-from kerasline.config import CNNConfig, DataConfig
+from kerasline.config import BatchNormKnob, CNNConfig, DataConfig
 
-SYNC_BN = keras.backend.backend() == "tensorflow"  # synchronized=True raises on other backends
+
+def batch_norm(cfg: BatchNormKnob, **kwargs) -> layers.BatchNormalization:
+    """BatchNorm whose statistics span every replica where the config asks (only the TensorFlow backend has
+    that: synchronized=True raises on the others)."""
+    synchronized = cfg.sync_batch_norm and keras.backend.backend() == "tensorflow"
+    return layers.BatchNormalization(synchronized=synchronized, **kwargs)
 
 
 def build_cnn(cfg: CNNConfig, data: DataConfig) -> keras.Model:
@@ -25,7 +30,7 @@ def build_cnn(cfg: CNNConfig, data: DataConfig) -> keras.Model:
             x = layers.Conv2D(filters, 3, name=f"block{block}_conv{i}", **conv_kwargs)(x)
             if cfg.batch_norm:
                 # Statistics over the global batch under tf.distribute, so replicas train like one device.
-                x = layers.BatchNormalization(synchronized=SYNC_BN, name=f"block{block}_bn{i}")(x)
+                x = batch_norm(cfg, name=f"block{block}_bn{i}")(x)
             x = layers.ReLU()(x)
         x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
     x = layers.Flatten()(x)

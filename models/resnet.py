@@ -4,37 +4,36 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, ResNetConfig
-from models.cnn import SYNC_BN
+from models.cnn import batch_norm
 
 
 def build_resnet(cfg: ResNetConfig, data: DataConfig) -> keras.Model:
     """(B, H, W, C) float pixels in [0, 255] → (B, num_classes)."""
-    regularizer = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
     inputs = keras.Input(shape=tuple(data.image_shape), name="image")
     x = layers.Rescaling(1 / 255)(inputs)
-    x = conv_bn(x, cfg.width, 1, regularizer, "stem")
+    x = conv_bn(x, cfg.width, 1, cfg, "stem")
     x = layers.ReLU()(x)
     for stage, blocks in enumerate(cfg.stages):
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
-            x = basic_block(x, cfg.width * 2**stage, stride, regularizer, f"stage{stage}_block{block}")
+            x = basic_block(x, cfg.width * 2**stage, stride, cfg, f"stage{stage}_block{block}")
     x = layers.GlobalAveragePooling2D()(x)
-    logits = layers.Dense(data.num_classes, kernel_regularizer=regularizer, name="logits")(x)
+    logits = layers.Dense(data.num_classes, kernel_regularizer=_regularizer(cfg), name="logits")(x)
     probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, probabilities, name="resnet")
 
 
-def basic_block(x, filters: int, stride: int, regularizer, name: str):
+def basic_block(x, filters: int, stride: int, cfg: ResNetConfig, name: str):
     """relu(bn(conv(relu(bn(conv(x))))) + shortcut(x)); the shortcut is a 1×1 conv where the shape changes."""
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = conv_bn(x, filters, stride, regularizer, f"{name}_shortcut", kernel=1)
-    y = layers.ReLU()(conv_bn(x, filters, stride, regularizer, f"{name}_a"))
-    y = conv_bn(y, filters, 1, regularizer, f"{name}_b")
+        shortcut = conv_bn(x, filters, stride, cfg, f"{name}_shortcut", kernel=1)
+    y = layers.ReLU()(conv_bn(x, filters, stride, cfg, f"{name}_a"))
+    y = conv_bn(y, filters, 1, cfg, f"{name}_b")
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
-def conv_bn(x, filters: int, stride: int, regularizer, name: str, kernel: int = 3):
+def conv_bn(x, filters: int, stride: int, cfg: ResNetConfig, name: str, kernel: int = 3):
     x = layers.Conv2D(
         filters,
         kernel,
@@ -42,7 +41,11 @@ def conv_bn(x, filters: int, stride: int, regularizer, name: str, kernel: int = 
         padding="same",
         use_bias=False,
         kernel_initializer="he_normal",
-        kernel_regularizer=regularizer,
+        kernel_regularizer=_regularizer(cfg),
         name=f"{name}_conv",
     )(x)
-    return layers.BatchNormalization(synchronized=SYNC_BN, name=f"{name}_bn")(x)
+    return batch_norm(cfg, name=f"{name}_bn")(x)
+
+
+def _regularizer(cfg: ResNetConfig) -> keras.regularizers.Regularizer | None:
+    return keras.regularizers.L2(cfg.l2) if cfg.l2 else None

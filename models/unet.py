@@ -6,7 +6,7 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, UNetConfig
-from models.cnn import SYNC_BN
+from models.cnn import batch_norm
 
 
 def build_unet(cfg: UNetConfig, data: DataConfig) -> keras.Model:
@@ -16,11 +16,11 @@ def build_unet(cfg: UNetConfig, data: DataConfig) -> keras.Model:
     x = layers.Rescaling(1 / 255)(inputs)
     skips = []
     for level in range(cfg.depth):
-        x = _conv_block(x, cfg.filters * 2**level, cfg.batch_norm, f"down{level}")
+        x = _conv_block(x, cfg.filters * 2**level, cfg, f"down{level}")
         skips.append(x)
         x = layers.MaxPooling2D(name=f"down{level}_pool")(x)
     x = layers.Dropout(cfg.dropout)(x)
-    x = _conv_block(x, cfg.filters * 2**cfg.depth, cfg.batch_norm, "bottleneck")
+    x = _conv_block(x, cfg.filters * 2**cfg.depth, cfg, "bottleneck")
     for level in reversed(range(cfg.depth)):
         filters = cfg.filters * 2**level
         if cfg.decoder == "transposed":
@@ -29,21 +29,26 @@ def build_unet(cfg: UNetConfig, data: DataConfig) -> keras.Model:
             x = layers.UpSampling2D(interpolation="bilinear", name=f"up{level}_upsample")(x)
             x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"up{level}_reduce")(x)
         x = layers.Concatenate(name=f"up{level}_skip")([skips[level], x])
-        x = _conv_block(x, filters, cfg.batch_norm, f"up{level}")
+        x = _conv_block(x, filters, cfg, f"up{level}")
     logits = layers.Conv2D(data.num_classes, 1, name="logits")(x)
     probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, probabilities, name="unet")
 
 
-def _conv_block(x, filters: int, batch_norm: bool, name: str):
+def _conv_block(x, filters: int, cfg: UNetConfig, name: str):
     """Two 3×3 convs, each followed by (BatchNorm and) ReLU."""
     for i in range(2):
         x = layers.Conv2D(
-            filters, 3, padding="same", use_bias=not batch_norm, kernel_initializer="he_normal", name=f"{name}_conv{i}"
+            filters,
+            3,
+            padding="same",
+            use_bias=not cfg.batch_norm,
+            kernel_initializer="he_normal",
+            name=f"{name}_conv{i}",
         )(x)
-        if batch_norm:
+        if cfg.batch_norm:
             # A few large images make few steps per epoch: the moving statistics that inference uses must
             # follow faster than Keras's default momentum (0.99) lets them, or validation sees stale ones.
-            x = layers.BatchNormalization(momentum=0.9, synchronized=SYNC_BN, name=f"{name}_bn{i}")(x)
+            x = batch_norm(cfg, momentum=0.9, name=f"{name}_bn{i}")(x)
         x = layers.ReLU()(x)
     return x

@@ -4,7 +4,7 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, WideCNNConfig
-from models.cnn import SYNC_BN
+from models.cnn import batch_norm
 
 
 def build_wide_cnn(cfg: WideCNNConfig, data: DataConfig) -> keras.Model:
@@ -14,7 +14,7 @@ def build_wide_cnn(cfg: WideCNNConfig, data: DataConfig) -> keras.Model:
     x = layers.Rescaling(1 / 255)(inputs)
     for block, (first, second) in enumerate([(32, 64), (128, 128), (256, 256)]):
         x = layers.Conv2D(first, 3, padding="same", name=f"block{block}_conv0")(x)
-        x = layers.ReLU()(layers.BatchNormalization(synchronized=SYNC_BN, name=f"block{block}_bn")(x))
+        x = layers.ReLU()(batch_norm(cfg, name=f"block{block}_bn")(x))
         x = layers.Conv2D(second, 3, padding="same", activation="relu", name=f"block{block}_conv1")(x)
         x = layers.MaxPooling2D()(x)
         if block == 1:

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from kerasline.config import validate
 from models import build_model
 
 
@@ -43,3 +44,22 @@ def test_mixed_precision_keeps_a_float32_output(tiny_cfg, policy):
         keras.config.set_dtype_policy("float32")
     assert model.get_layer("block0_conv0").compute_dtype == policy.split("_")[1]
     assert model.output.dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "cnn", "filters": [8]},
+        {"name": "wide_cnn"},
+        {"name": "resnet", "stages": [1], "width": 4},
+        {"name": "unet", "depth": 1, "filters": 4},
+    ],
+)
+def test_batch_norm_statistics_span_replicas_unless_the_config_says_per_replica(model):
+    data = {"image_shape": (32, 32, 1)}
+    if model["name"] == "unet":
+        data |= {"task": "segmentation", "num_classes": 2}
+    for sync in (True, False):
+        cfg = validate({"name": "m", "data": data, "model": model | {"sync_batch_norm": sync}})
+        norms = [layer for layer in build_model(cfg).layers if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and all(layer.synchronized is sync for layer in norms)
