@@ -1,14 +1,16 @@
-"""Masked LSTMs that tf2onnx turns into native ONNX `LSTM` nodes, not a `Loop` that runs hundreds of small ops a step.
+"""Masked LSTMs and GRUs that tf2onnx turns into native ONNX `LSTM` and `GRU` nodes, not a `Loop` that runs hundreds
+of small ops a step.
 
 tf2onnx 1.17 recognises Keras 3's LSTM loop only without a mask: the masked loop (a `tf.where` on every output and
 state) stays a `Loop` (tensorflow-onnx issue #1871; its fix, PR #2030, is unmerged and assumes post-padding). So the
-ONNX export traces a copy of the model whose masked LSTMs run unmasked over the kept steps packed together, then put
-each output where the Keras layer gives it. That is the Keras layer's result for any mask, not only post-padding:
-a masked step keeps the state and repeats the previous output (or zeros, as Bidirectional's layers give), and a
-sequence with no kept step gives the zero initial state.
+ONNX export traces a copy of the model whose masked LSTMs and GRUs run unmasked over the kept steps packed together,
+then put each output where the Keras layer gives it. That is the Keras layer's result for any mask, not only
+post-padding: a masked step keeps the state and repeats the previous output (or zeros, as Bidirectional's layers
+give), and a sequence with no kept step gives the zero initial state.
 
-Keras 3's GRU stays a `Loop` even unmasked (its step slices one matmul where tf2onnx's pattern expects a Split), so
-packing it would gain nothing.
+Keras 3's GRU stays a `Loop` even unmasked: its step slices the matmuls and adds the biases where tf2onnx's pattern
+expects Split(BiasAdd(MatMul)) with the weights as loop inputs. So a GRU direction runs unmasked as a loop written
+in that pattern over the layer's own weights (`_gru_steps`).
 """
 
 import keras
@@ -16,26 +18,33 @@ import tensorflow as tf
 
 
 def for_onnx(model: keras.Model) -> keras.Model:
-    """`model`, sharing its layers, with each LSTM or Bidirectional(LSTM) layer computed on packed steps; the model
-    itself when it has none."""
+    """`model`, sharing its layers, with each LSTM or GRU layer, or Bidirectional of one, computed on packed steps;
+    the model itself when it has none."""
     if not any(_packable(layer) for layer in model.layers):
         return model
-    return keras.models.clone_model(model, clone_function=lambda lay: PackedLSTM(lay) if _packable(lay) else lay)
+    return keras.models.clone_model(model, clone_function=lambda lay: PackedRNN(lay) if _packable(lay) else lay)
 
 
 def _packable(layer: keras.layers.Layer) -> bool:
     if isinstance(layer, keras.layers.Bidirectional):
-        return layer.merge_mode == "concat" and _plain_lstm(layer.forward_layer) and _plain_lstm(layer.backward_layer)
-    return _plain_lstm(layer) and not layer.go_backwards
+        return layer.merge_mode == "concat" and _plain_rnn(layer.forward_layer) and _plain_rnn(layer.backward_layer)
+    return _plain_rnn(layer) and not layer.go_backwards
 
 
-def _plain_lstm(layer: keras.layers.Layer) -> bool:
-    return isinstance(layer, keras.layers.LSTM) and not (layer.return_state or layer.stateful)
+def _plain_rnn(layer: keras.layers.Layer) -> bool:
+    if isinstance(layer, keras.layers.GRU):  # the GRU models/rnn.py builds: the one _gru_steps computes
+        cell = layer.cell
+        plain_gru = cell.reset_after and cell.use_bias and cell.activation is keras.activations.tanh
+        if not (plain_gru and cell.recurrent_activation is keras.activations.sigmoid):
+            return False
+    elif not isinstance(layer, keras.layers.LSTM):
+        return False
+    return not (layer.return_state or layer.stateful)
 
 
-class PackedLSTM(keras.layers.Layer):
-    """An LSTM or Bidirectional(LSTM) layer computed by unmasked copies of its directions. (B, L, D) and a mask
-    (B, L) → what the layer gives: (B, L, U) or (B, U) per direction, concatenated."""
+class PackedRNN(keras.layers.Layer):
+    """An LSTM or GRU layer, or a Bidirectional of one, computed by unmasked copies of its directions. (B, L, D) and a
+    mask (B, L) → what the layer gives: (B, L, U) or (B, U) per direction, concatenated."""
 
     def __init__(self, layer: keras.layers.Layer):
         super().__init__(name=layer.name, dtype=layer.dtype_policy)
@@ -47,6 +56,9 @@ class PackedLSTM(keras.layers.Layer):
 
     def build(self, input_shape):
         for direction in self.directions:
+            if isinstance(direction, keras.layers.GRU):
+                self.unmasked.append(lambda x, gru=direction: _gru_steps(x, gru.cell, gru.go_backwards))
+                continue
             # Every output and no mask: the loop tf2onnx recognises. Copies: the originals stay the Keras model's.
             copy = type(direction).from_config(direction.get_config() | {"return_sequences": True, "name": None})
             copy.build(input_shape)
@@ -90,3 +102,28 @@ class PackedLSTM(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+
+def _gru_steps(x: tf.Tensor, cell: keras.layers.GRUCell, go_backwards: bool) -> tf.Tensor:
+    """A reset_after GRU's outputs (B, L, U) for every step of x (B, L, D), unmasked, in the loop tf2onnx's Keras GRU
+    pattern recognises: the weights read before it (loop inputs, constants once frozen), Split(BiasAdd(MatMul)) per
+    matmul, and the step's input read from and its output written to TensorArrays."""
+    kernel, recurrent_kernel = tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel)
+    input_bias, recurrent_bias = tf.unstack(tf.convert_to_tensor(cell.bias))
+    steps = tf.transpose(x, [1, 0, 2])
+    if go_backwards:
+        steps = tf.reverse(steps, [0])
+    length = tf.shape(steps)[0]
+    inputs = tf.TensorArray(x.dtype, size=length).unstack(steps)
+
+    def step(t, h, outputs):
+        x_z, x_r, x_h = tf.split(tf.nn.bias_add(tf.matmul(inputs.read(t), kernel), input_bias), 3, axis=-1)
+        h_z, h_r, h_h = tf.split(tf.nn.bias_add(tf.matmul(h, recurrent_kernel), recurrent_bias), 3, axis=-1)
+        z = tf.sigmoid(x_z + h_z)
+        r = tf.sigmoid(x_r + h_r)
+        h = z * h + (1 - z) * tf.tanh(x_h + r * h_h)
+        return t + 1, h, outputs.write(t, h)
+
+    h = tf.zeros([tf.shape(x)[0], cell.units], x.dtype)
+    _, _, outputs = tf.while_loop(lambda t, *_: t < length, step, (0, h, tf.TensorArray(x.dtype, size=length)))
+    return tf.transpose(outputs.stack(), [1, 0, 2])

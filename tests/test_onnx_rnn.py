@@ -1,4 +1,5 @@
-"""Masked LSTMs export to native ONNX LSTM nodes (export/onnx_rnn.py) and keep the Keras model's results."""
+"""Masked LSTMs and GRUs export to native ONNX LSTM and GRU nodes (export/onnx_rnn.py) and keep the Keras model's
+results."""
 
 import json
 
@@ -9,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from export import export_run
-from export.onnx_rnn import PackedLSTM, for_onnx
+from export.onnx_rnn import PackedRNN, for_onnx
 from kerasline.config import validate
 from models import build_model
 
@@ -45,16 +46,19 @@ def padded_tokens() -> np.ndarray:
         {"bidirectional": True, "layers": 2, "summary": "last"},
         {"bidirectional": False, "layers": 2, "summary": "max"},
         {"bidirectional": False, "layers": 1, "summary": "last"},
+        {"cell": "gru", "bidirectional": True, "layers": 2, "summary": "last"},
+        {"cell": "gru", "bidirectional": False, "layers": 2, "summary": "max"},
     ],
 )
-def test_packed_lstm_gives_the_keras_layer_outputs_for_any_mask(rnn):
+def test_packed_rnn_gives_the_keras_layer_outputs_for_any_mask(rnn):
     """The last recurrent layer's outputs, masked steps included: zeros in a Bidirectional, the previous output in a
-    plain LSTM, the zero state for an all-padding row; stacked layers see the mask the first one passes on."""
+    plain LSTM or GRU, the zero state for an all-padding row; stacked layers see the mask the first one passes on."""
     model = rnn_model(validate({"name": "m", "data": DATA, "model": {"name": "rnn", "units": 6, **rnn}}))
-    recurrent = [layer for layer in model.layers if isinstance(layer, keras.layers.Bidirectional | keras.layers.LSTM)]
+    recurrent_types = keras.layers.Bidirectional | keras.layers.LSTM | keras.layers.GRU
+    recurrent = [layer for layer in model.layers if isinstance(layer, recurrent_types)]
     keras_side = keras.Model(model.input, recurrent[-1].output)
     packed = for_onnx(keras_side)
-    assert sum(isinstance(layer, PackedLSTM) for layer in packed.layers) == rnn["layers"]
+    assert sum(isinstance(layer, PackedRNN) for layer in packed.layers) == rnn["layers"]
     tokens = padded_tokens()
     expected = keras_side(tokens, training=False).numpy()
     np.testing.assert_allclose(packed(tokens, training=False).numpy(), expected, atol=1e-6)
@@ -62,12 +66,13 @@ def test_packed_lstm_gives_the_keras_layer_outputs_for_any_mask(rnn):
     np.testing.assert_allclose(probabilities, model(tokens, training=False).numpy(), atol=1e-6)
 
 
-def test_masked_bidirectional_lstm_exports_native_lstm_nodes_that_match_keras(tmp_path):
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_masked_bidirectional_rnn_exports_native_rnn_nodes_that_match_keras(tmp_path, cell):
     cfg = validate(
         {
-            "name": "lstm",
+            "name": cell,
             "data": DATA,
-            "model": {"name": "rnn", "units": 8, "embedding_dim": 8, "summary": "mean"},
+            "model": {"name": "rnn", "cell": cell, "units": 8, "embedding_dim": 8, "summary": "mean"},
             "export": {"dir": str(tmp_path / "exports"), "parity_samples": 16},
         }
     )
@@ -79,7 +84,7 @@ def test_masked_bidirectional_lstm_exports_native_lstm_nodes_that_match_keras(tm
 
     assert json.loads((version / "verification.json").read_text())["passed"]
     ops = [node.op_type for node in onnx.load(version / "model.onnx").graph.node]
-    assert "Loop" not in ops and ops.count("LSTM") == 2  # one per direction
+    assert "Loop" not in ops and ops.count(cell.upper()) == 2  # one per direction
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     tokens = padded_tokens()
     (probabilities,) = session.run(["probabilities"], {"tokens": tokens})
