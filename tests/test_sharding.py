@@ -93,3 +93,23 @@ def test_a_folder_is_shared_by_file_and_each_worker_opens_only_its_own(tiny_cfg,
     own = [reads[i] - reads[1 - i] for i in (0, 1)]  # the files one worker opened and the other did not
     assert len(own[0]) == len(train[0]) and len(own[1]) == len(train[1])
     assert len(reads[0] & reads[1]) == 5  # validation and test, opened by both
+
+
+def test_each_worker_takes_its_index_from_the_cluster_and_the_batch_must_split_among_replicas(tiny_cfg, monkeypatch):
+    from types import SimpleNamespace
+
+    from kerasline.errors import UserError
+    from training import workers
+
+    monkeypatch.setattr(workers, "multi_worker", lambda strategy: True)  # three workers without starting them
+    cluster = tf.train.ClusterSpec({"worker": ["a:1", "b:2", "c:3"]})
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(cluster, task_type="worker", task_id=2)
+    strategy = SimpleNamespace(num_replicas_in_sync=6, cluster_resolver=resolver)  # 2 replicas on each worker
+    data = tiny_cfg.data.model_copy(update={"source": "folder", "shard": "file", "batch_size": 48})
+    shard = workers.input_shard(tiny_cfg.model_copy(update={"data": data}), strategy)
+    assert (shard.num_input_pipelines, shard.input_pipeline_id, shard.get_per_replica_batch_size(48)) == (3, 2, 8)
+
+    assert workers.input_shard(tiny_cfg, strategy) is None  # data.shard = "data": Keras shards the batches
+    odd = tiny_cfg.model_copy(update={"data": data.model_copy(update={"batch_size": 32})})
+    with pytest.raises(UserError, match="data.batch_size: 32 does not split evenly among 6 replicas"):
+        workers.input_shard(odd, strategy)
