@@ -60,7 +60,7 @@ class PackedRNN(keras.layers.Layer):
                 self.unmasked.append(lambda x, gru=direction: _gru_steps(x, gru.cell, gru.go_backwards))
                 continue
             # Every output and no mask: the loop tf2onnx recognises. Copies: the originals stay the Keras model's.
-            copy = type(direction).from_config(direction.get_config() | {"return_sequences": True, "name": None})
+            copy = type(direction)(**direction.get_config() | {"return_sequences": True, "name": None})
             copy.build(input_shape)
             copy.set_weights(direction.get_weights())
             copy.use_cudnn = False  # tf2onnx cannot convert cuDNN's kernel
