@@ -5,14 +5,12 @@ reconstruct: one SavedModel with serving_default (image → reconstruction, erro
 ONNX file per signature (model.onnx, encoder.onnx, decoder.onnx), each checked for parity.
 """
 
-import json
 import shutil
 from pathlib import Path
 
 import keras
 
-from export.publish import ParityError, _publish, built_in_float32, sample_inputs
-from export.repository import write_models_config, write_warmup
+from export.publish import built_in_float32, publish_verified, sample_inputs
 from export.signature import autoencoder_functions, generator_functions, write_onnx
 from export.verify import signatures_parity
 from kerasline.config import ExperimentConfig, task_of
@@ -42,16 +40,7 @@ def export_generative(cfg: ExperimentConfig, run_dir: Path) -> Path:
         for name, function in functions.items():
             write_onnx(function, str(staging / onnx_files[name]))
         report = signatures_parity(functions, staging, inputs, onnx_files, cfg.export.tolerance)
-        report["run_dir"] = str(run_dir)
-        (staging / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
-        if not report["passed"]:
-            raise ParityError(
-                f"export of {run_dir} failed parity: max abs diff {report['max_abs_diff']} > {cfg.export.tolerance}"
-            )
-        write_warmup(staging, inputs["serving_default"])
-        version_dir = _publish(staging, root)
-        write_models_config(Path(cfg.export.dir))
-        return version_dir
+        return publish_verified(cfg, run_dir, staging, report, inputs["serving_default"])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -54,21 +54,30 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
         onnx = (serving_function(model, onnx_data), {"tokens": tokens})
     try:
         write_saved_model([model] + ([vectorize] if vectorize is not None else []), serve, str(staging))
-        # Converted from a copy whose LSTMs become native ONNX ops; parity holds it to the Keras model's function.
-        write_onnx(serving_function(for_onnx(model), onnx_data), str(staging / "model.onnx"))
+        # Converted from a copy whose LSTMs and GRUs become native ONNX ops (the model itself where it has none);
+        # parity holds it to the Keras model's function.
+        onnx_model = for_onnx(model)
+        convert = (onnx[0] if onnx else serve) if onnx_model is model else serving_function(onnx_model, onnx_data)
+        write_onnx(convert, str(staging / "model.onnx"))
         report = parity_report(serve, staging, inputs, cfg.export.tolerance, onnx)
-        report["run_dir"] = str(run_dir)
-        (staging / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
-        if not report["passed"]:
-            raise ParityError(
-                f"export of {run_dir} failed parity: max abs diff {report['max_abs_diff']} > {cfg.export.tolerance}"
-            )
-        write_warmup(staging, inputs)
-        version_dir = _publish(staging, root)
-        write_models_config(Path(cfg.export.dir))
-        return version_dir
+        return publish_verified(cfg, run_dir, staging, report, inputs)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_verified(cfg: ExperimentConfig, run_dir: Path, staging: Path, report: dict, warmup: dict) -> Path:
+    """Keeps the parity report with the export and refuses a failed one; otherwise adds the warmup records (from
+    `warmup`, the serving_default inputs), publishes the staging as the next version and refreshes models.config."""
+    report["run_dir"] = str(run_dir)
+    (staging / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
+    if not report["passed"]:
+        raise ParityError(
+            f"export of {run_dir} failed parity: max abs diff {report['max_abs_diff']} > {cfg.export.tolerance}"
+        )
+    write_warmup(staging, warmup)
+    version_dir = _publish(staging, Path(cfg.export.dir) / cfg.model_name)
+    write_models_config(Path(cfg.export.dir))
+    return version_dir
 
 
 def float32_model(cfg: ExperimentConfig, weights: Path) -> keras.Model:
