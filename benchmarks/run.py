@@ -549,14 +549,7 @@ def perf_only(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
         suite = perf.performance_suite(Path(tmp), args.quick, progress=args.out.with_suffix(".partial.json"))
-    results = {
-        "mode": "quick" if args.quick else "full",
-        "started": started,
-        "elapsed_s": time.perf_counter() - start,
-        "machine": {**machine(), "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0]},
-        "versions": versions(),
-        "performance": suite,
-    }
+    results = {**run_record(args.quick, started, start, load_before), "performance": suite}
     write_perf_outputs(results, args.out)
     lines = [("figure", "value", "target", "met?"), *perf.table_rows(suite)]
     widths = [max(len(row[i]) for row in lines) for i in range(4)]
@@ -564,6 +557,17 @@ def perf_only(args: argparse.Namespace) -> int:
     print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines))
     print(f"\nresults: {args.out}, {perf.RESULTS_MD}")
     return 0
+
+
+def run_record(quick: bool, started: str, start: float, load_before: float) -> dict:
+    """What every results JSON opens with: the mode, when and for how long, the machine and its load, the versions."""
+    return {
+        "mode": "quick" if quick else "full",
+        "started": started,
+        "elapsed_s": time.perf_counter() - start,
+        "machine": {**machine(), "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0]},
+        "versions": versions(),
+    }
 
 
 def write_perf_outputs(results: dict, out: Path) -> None:
@@ -616,11 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         seg = segmentation(Path(tmp), args.quick)
 
     results = {
-        "mode": "quick" if args.quick else "full",
-        "started": started,
-        "elapsed_s": time.perf_counter() - start,
-        "machine": {**machine(), "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0]},
-        "versions": versions(),
+        **run_record(args.quick, started, start, load_before),
         "experiment": EXPERIMENT,
         "overrides": QUICK_OVERRIDES if args.quick else [],
         "targets": TARGETS,
