@@ -55,7 +55,7 @@ def test_mixed_precision_keeps_a_float32_output(tiny_cfg, policy):
         {"name": "unet", "depth": 1, "filters": 4},
     ],
 )
-def test_batch_norm_statistics_span_replicas_unless_the_config_says_per_replica(model):
+def test_batch_norm_layers_are_synchronized_unless_the_config_says_per_replica(model):
     data = {"image_shape": (32, 32, 1)}
     if model["name"] == "unet":
         data |= {"task": "segmentation", "num_classes": 2}
