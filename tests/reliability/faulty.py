@@ -7,7 +7,8 @@ FAULT is one of
     between-epochs:E     when epoch E begins, after epoch E-1's checkpoint is committed
     checkpoint-write:N   inside the N-th checkpoint write, after its weights file, before its commit
     export-write         inside the export, after the SavedModel is staged, before ONNX and publishing
-    inf-batch:G          not a kill: the pixels of global training batch G (0-based) become +inf
+    nan-weights:E        not a kill: one weight becomes NaN at the end of epoch E (0-based), after its last step,
+                         so the loss stays finite and only the weights check can see it, whatever kernels run
 """
 
 import os
@@ -25,7 +26,7 @@ def install(fault: str) -> None:
     kind, *args = fault.split(":")
     numbers = [int(a) for a in args]
     if kind in ("mid-epoch", "between-epochs"):
-        from training.checkpoint import RunCheckpoint
+        from kerasline.training.checkpoint import RunCheckpoint
 
         if kind == "mid-epoch":
             original = RunCheckpoint.on_train_batch_end
@@ -57,22 +58,24 @@ def install(fault: str) -> None:
                     die()
 
         keras.Model.save_weights = save_weights
-    elif kind == "inf-batch":
-        import tensorflow as tf
+    elif kind == "nan-weights":
+        import numpy as np
 
-        import pipelines.datasets
+        from kerasline.training.checkpoint import RunCheckpoint
 
-        make_augment = pipelines.datasets.make_augment
+        original = RunCheckpoint.on_epoch_end
 
-        def poisoned(cfg):
-            augment = make_augment(cfg)
-            return lambda images, seed: tf.where(seed[1] == numbers[0], float("inf"), augment(images, seed))
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == numbers[0]:
+                weight = self.model.weights[0]
+                weight.assign(np.full(weight.shape, np.nan, weight.dtype))
+            original(self, epoch, logs)
 
-        pipelines.datasets.make_augment = poisoned
+        RunCheckpoint.on_epoch_end = on_epoch_end
     elif kind == "export-write":
-        import export.publish
+        import kerasline.export.publish
 
-        export.publish.write_onnx = lambda *a, **kw: die()
+        kerasline.export.publish.write_onnx = lambda *a, **kw: die()
     else:
         raise SystemExit(f"unknown fault {fault!r}")
 
