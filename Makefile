@@ -67,8 +67,9 @@ bench: setup  ## benchmarks: prints a table, writes benchmarks/results.json and 
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python -m benchmarks.run $(BENCH)
 
-lint: setup  ## ruff
+lint: setup  ## ruff, and import-linter's contracts: the layers' direction, no import circles (tests/test_layers.py)
 	$(BIN)/ruff check .
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py
 
 clean:  ## remove runs, exports and caches (keeps .venv)
 	rm -rf runs exports .pytest_cache .ruff_cache

@@ -25,12 +25,11 @@ import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 
-import training.fit
-from benchmarks.timing import median_ms
-from export.publish import float32_model
-from kerasline.config import ExperimentConfig, load_experiment, task_of
-from models.gan import fixed_noise
-from pipelines.sources import load_splits
+import kerasline.training.fit
+from benchmarks.common import format_table, median_ms, steady, train_default
+from kerasline.config import ExperimentConfig, load_experiment
+from kerasline.models.gan import fixed_noise
+from kerasline.training.tasks import task_for
 
 EXPERIMENTS = ("digits_dcgan", "digits_wgan_gp", "digits_autoencoder", "digits_conv_autoencoder", "digits_vae")
 QUICK_OVERRIDES = ["data.limit=1200", "training.epochs=1"]
@@ -82,12 +81,10 @@ def batch1_latency(version: Path, inputs: dict[str, np.ndarray], calls: int) -> 
 
 def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, classifier_run: Path) -> dict:
     """Trains and exports each experiment in `tmp`; scores GAN samples with the classifier of `classifier_run`."""
-    from benchmarks.run import steady, train_default  # run.py imports this module
-    from export import export_run
-    from export.generative import signature_inputs
+    from kerasline.export import export_run
 
-    classifier = float32_model(classifier_cfg, classifier_run / "best.weights.h5")
-    splits = load_splits(classifier_cfg.data, classifier_cfg.seed)
+    classifier = task_for(classifier_cfg).export_model(classifier_run / "best.weights.h5")
+    splits = task_for(classifier_cfg).load_splits()
     test_digits = np.stack([x for x, _ in splits.test.as_numpy_iterator()])
     other_digits = np.stack([x for x, _ in splits.validation.as_numpy_iterator()])
     scorer = feature_scorer(classifier)
@@ -100,7 +97,8 @@ def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, cl
         trained = train_default(cfg)
         version = export_run(cfg, trained["run_dir"])
         report = json.loads((version / "verification.json").read_text())
-        splits = load_splits(cfg.data, cfg.seed)
+        task = task_for(cfg)
+        inputs, splits = task.sample_inputs(), task.load_splits()
         train_count = int(splits.train.cardinality())
         row = {
             "wall_s": trained["wall_s"],
@@ -109,10 +107,10 @@ def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, cl
             "parity_max_abs_diff": max(d for diffs in report["max_abs_diff"].values() for d in diffs.values()),
             "parity": report["max_abs_diff"],
             "test_metrics": trained["test_metrics"],
-            **batch1_latency(version, signature_inputs(cfg, {})["serving_default"], 50 if quick else 200),
+            **batch1_latency(version, inputs, 50 if quick else 200),
         }
         serve = tf.saved_model.load(str(version)).signatures["serving_default"]
-        if task_of(cfg) == "generate":
+        if "noise" in inputs:  # a generator: score its samples; an autoencoder: its reconstructions
             noise = fixed_noise(SAMPLES[quick], cfg.model.latent_dim, cfg.seed + 1)
             images = serve(noise=tf.constant(noise))["image"].numpy()
             row |= digit_scores(scorer, images, reference)
@@ -150,13 +148,11 @@ def main(argv: list[str] | None = None) -> int:
         redirect = [f"runs_dir={tmp}/runs", f"export.dir={tmp}/exports"]
         classifier_cfg = load_experiment("mnist_cnn", [*redirect, *(CLASSIFIER_QUICK if args.quick else [])])
         print(f"[9] the digit classifier ({classifier_cfg.name})", flush=True)
-        classifier_run = training.fit.train(classifier_cfg).run_dir
+        classifier_run = kerasline.training.fit.train(classifier_cfg).run_dir
         results = generative_item(Path(tmp), args.quick, classifier_cfg, classifier_run)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    lines = [("figure", "value", "target", "met?"), *table_rows(results)]
-    widths = [max(len(row[i]) for row in lines) for i in range(4)]
-    print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines))
+    print(format_table(table_rows(results)))
     return 0
 
 

@@ -24,13 +24,13 @@ import onnxruntime as ort
 import tensorflow as tf
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from benchmarks.timing import median_ms
-from export import export_run
-from kerasline.config import PROJECT_ROOT, load_experiment
+from benchmarks.common import median_ms, met, pipeline_overhead
+from kerasline.config import load_experiment
+from kerasline.export import export_run
 from kerasline.files import write_text_atomic
-from pipelines import build_datasets
-from pipelines.sources import load_splits
+from kerasline.training.tasks import build_inputs, task_for
 
+ROOT = Path(__file__).resolve().parents[1]
 RACE = ("mnist_convnet", "imdb_lstm", "imdb_transformer")
 RACE_EPOCHS = {"mnist_convnet": 6, "imdb_lstm": 3, "imdb_transformer": 2}
 TARGETS = {"steady_vs_torch_min": 1.5, "whole_run_vs_torch_min": 1.2, "bf16_accuracy_drop_max_points": 0.2}
@@ -105,8 +105,8 @@ def race_run(side: str, experiment: str, epochs: int, overrides: list[str], env:
         [sys.executable, "-m", "benchmarks.race", side, experiment, str(epochs), *overrides],
         capture_output=True,
         text=True,
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})},
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         timeout=1800,
     )
     if proc.returncode:
@@ -134,7 +134,7 @@ def summarise(runs: list[dict], samples: int) -> dict:
 
 def race(experiment: str, epochs: int, repeats: int, keep_runs: Path, overrides: list[str]) -> dict:
     """Ours and PyTorch in turns, A B B A ...; the last of our runs is kept in `keep_runs` for item 12."""
-    samples = int(load_splits(load_experiment(experiment, overrides).data, 42).train.cardinality())
+    samples = int(task_for(load_experiment(experiment, overrides)).load_splits().train.cardinality())
     runs: dict[str, list[dict]] = {"ours": [], "torch": []}
     order = [side for i in range(repeats) for side in (("ours", "torch") if i % 2 == 0 else ("torch", "ours"))]
     for i, side in enumerate(order):
@@ -159,7 +159,7 @@ def levers(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
         lever = LEVERS[name]
         experiment = name.split(":")[0]
         overrides = {side: [*lever.get(side, []), *shrink] for side in ("base", "lever")}
-        samples = int(load_splits(load_experiment(experiment, overrides["base"]).data, 42).train.cardinality())
+        samples = int(task_for(load_experiment(experiment, overrides["base"])).load_splits().train.cardinality())
         runs: dict[str, list[dict]] = {"base": [], "lever": []}
         for side in ("base", "lever", "lever", "base"):
             env = lever.get(f"{side}_env")
@@ -179,13 +179,11 @@ def levers(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
 
 def pipelines(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
     """Item 8: item 1's overhead measurement per experiment, and the augmentation pipeline alone."""
-    from benchmarks.run import pipeline_overhead  # run.py imports this module: import at call time
-
     out = {}
     for name in names:
         cfg = load_experiment(name, [*PIPELINE_EXPERIMENTS[name], *shrink])
         overhead = pipeline_overhead(cfg, epochs)
-        data = build_datasets(cfg)
+        data = build_inputs(cfg)
         start, count = time.perf_counter(), 0
         for x, _ in data.train(0, 2):
             count += int(x.shape[0])
@@ -201,7 +199,6 @@ def pipelines(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
     return out
 
 
-
 def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[int, int]) -> dict:
     """Item 9 for one model: export its run, time SavedModel and ONNX Runtime (float32 and int8)."""
     cfg = load_experiment(experiment, [f"runs_dir={runs_dir}", f"export.dir={exports_dir}"])
@@ -215,7 +212,7 @@ def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[in
         "onnxruntime": ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"]),
         "onnxruntime_int8": ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"]),
     }
-    x, y = (t.numpy() for t in load_splits(cfg.data, cfg.seed).test.batch(1 << 20).get_single_element())
+    x, y = (t.numpy() for t in task_for(cfg).load_splits().test.batch(1 << 20).get_single_element())
     ms = {}
     for batch, n in calls.items():
         inputs = x[:batch]
@@ -274,9 +271,6 @@ def performance_suite(tmp: Path, quick: bool, progress: Path | None = None) -> d
 
 
 def table_rows(perf: dict) -> list[tuple[str, str, str, str]]:
-    def met(ok: bool) -> str:
-        return "yes" if ok else "NO"
-
     rows = []
     for name, r in perf["race"].items():
         ours, torch = r["ours"], r["torch"]

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import train_default
+from benchmarks.common import train_default
 from kerasline.config import ExperimentConfig, load_experiment
-from pipelines.sources import load_splits
+from kerasline.training.tasks import task_for
 
 
 def ours(cfg: ExperimentConfig) -> dict:
@@ -36,7 +36,7 @@ def ours(cfg: ExperimentConfig) -> dict:
 
 
 def arrays(cfg: ExperimentConfig) -> dict:
-    splits = load_splits(cfg.data, cfg.seed)
+    splits = task_for(cfg).load_splits()
     out = {}
     for name in ("train", "validation", "test"):
         ds = getattr(splits, name)

@@ -1,6 +1,6 @@
 """The benchmark suite: every figure measured side by side in one process, printed as a table and saved as JSON.
 
-1. Input-pipeline overhead: step time fed by `build_datasets` (augmentation on) ÷ the same batches from memory.
+1. Input-pipeline overhead: step time fed by the task's `build_inputs` (augmentation on) ÷ the same batches from memory.
 2. Training throughput: `training.fit.train` (the real path) ÷ plain `model.fit` on numpy arrays.
 3. Inference latency at batch 1 and 64: Keras, the reloaded SavedModel and ONNX Runtime.
 4. Accuracy and wall time of the default experiment, trained in full.
@@ -28,7 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,33 +36,38 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from unittest import mock
 
 import keras
 import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 
-import training.fit
+import kerasline.training.fit
 from benchmarks import perf
+from benchmarks.common import (
+    EpochTimer,
+    format_table,
+    fresh_model,
+    median_ms,
+    met,
+    pipeline_overhead,
+    steady,
+    train_default,
+)
 from benchmarks.generative import generative_item
 from benchmarks.generative import table_rows as generative_table_rows
 from benchmarks.serving import serving_item
 from benchmarks.serving import table_rows as serving_table_rows
-from benchmarks.timing import median_ms
 from benchmarks.zoo import table_rows as zoo_table_rows
 from benchmarks.zoo import zoo_item
-from export import export_run
-from export.publish import float32_model
-from export.repository import model_dirs
 from kerasline.cluster import free_ports, tf_configs
-from kerasline.config import EXPERIMENTS_DIR, ExperimentConfig, load_experiment
+from kerasline.config import ExperimentConfig, experiment_path, load_experiment
+from kerasline.export import export_run
+from kerasline.export.repository import model_dirs
 from kerasline.files import write_text_atomic
-from pipelines import build_datasets
-from pipelines.sources import load_splits
-from training.fit import compile_model, setup
-from training.runs import versions
-from tuning import tune
+from kerasline.training.runs import versions
+from kerasline.training.tasks import task_for
+from kerasline.tuning import tune
 
 EXPERIMENT = "mnist_cnn"
 QUICK_OVERRIDES = ["data.limit=1200", "training.epochs=2"]
@@ -80,83 +84,15 @@ QUICK_SEGMENTATION = ["data.limit=8", "data.crop=64", "model.depth=2", "model.fi
 TARGETS = {"pipeline_overhead_max": 1.05, "ort_vs_saved_model_batch1_max": 0.5, "test_accuracy_min": 0.99}
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Per-epoch wall times: the training steps alone, and the whole epoch cycle.
-
-    An epoch's cycle runs from its on_epoch_begin to the next one (or to on_train_end), so it includes
-    every callback's end-of-epoch work wherever this timer sits in the list. Steps end at validation
-    (on_test_begin) or, without validation, at on_epoch_end.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch_s: list[float] = []
-        self.steps_s: list[float] = []
-        self._begin: float | None = None
-        self._steps_end: float | None = None
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        now = time.perf_counter()
-        self._close(now)
-        self._begin, self._steps_end = now, None
-
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        if self._begin is not None and self._steps_end is None:
-            self._steps_end = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.on_test_begin()
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self._close(time.perf_counter())
-
-    def _close(self, now: float) -> None:
-        if self._begin is not None:
-            self.epoch_s.append(now - self._begin)
-            self.steps_s.append(self._steps_end - self._begin)
-            self._begin = None
-
-
-def steady(times: list[float]) -> float:
-    """Median over the epochs after the first, which pays for tracing and cache filling."""
-    return statistics.median(times[1:] if len(times) > 1 else times)
-
-
 def experiment(tmp: Path, quick: bool, *overrides: str) -> ExperimentConfig:
     """The default experiment, with its runs and exports kept in `tmp`."""
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
     return load_experiment(EXPERIMENT, [*redirect, *(QUICK_OVERRIDES if quick else []), *overrides])
 
 
-def fresh_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
-    """The same architecture, optimiser and seed as `train` builds."""
-    with setup(cfg).scope():
-        return compile_model(cfg, steps_per_epoch)
-
-
-def train_default(cfg: ExperimentConfig) -> dict:
-    """Item 4 (and the "ours" side of item 2): the full `train` run, with an epoch timer added to its callbacks."""
-    timer = EpochTimer()
-    make_callbacks = training.fit.make_callbacks
-    # train() takes no extra callbacks, so its factory is wrapped. Timing begin-to-begin cycles from the front of
-    # the list still counts every other callback's end-of-epoch work.
-    with mock.patch.object(training.fit, "make_callbacks", lambda *args: [timer, *make_callbacks(*args)]):
-        start = time.perf_counter()
-        result = training.fit.train(cfg)
-        wall_s = time.perf_counter() - start
-    return {
-        "run_dir": result.run_dir,
-        "epochs_run": len(timer.epoch_s),  # this run is fresh (a new runs_dir), so every epoch ran here
-        "wall_s": wall_s,
-        "test_metrics": result.metrics,
-        "epoch_s": timer.epoch_s,
-        "steps_s": timer.steps_s,
-    }
-
-
 def plain_fit(cfg: ExperimentConfig, epochs: int) -> dict:
     """Item 2 baseline: `model.fit` on numpy arrays: no augmentation, no validation, none of train()'s callbacks."""
-    train = load_splits(cfg.data, cfg.seed).train
+    train = task_for(cfg).load_splits().train
     n = int(train.cardinality())
     x, y = (t.numpy() for t in train.batch(n).get_single_element())
     model = fresh_model(cfg, steps_per_epoch=-(-n // cfg.data.batch_size))
@@ -182,41 +118,6 @@ def throughput(ours: dict, plain: dict) -> dict:
     }
 
 
-def pipeline_overhead(cfg: ExperimentConfig, epochs: int) -> dict:
-    """Item 1: two identical fresh models, one fed by the pipeline, one by the same batches from memory.
-
-    Each feed runs as train() runs it, one fit over a continuous multi-epoch stream. The feeds take turns
-    in ABBA blocks of `epochs` so a trend in machine load falls on both; each block's first epoch
-    (tracing, iterator and cache start-up) is dropped.
-    """
-    data = build_datasets(cfg)
-    steps = data.steps_per_epoch
-    # One epoch of the pipeline's output, augmented once, then replayed from memory in the same batches.
-    x, y = (np.concatenate(parts) for parts in zip(*data.train(0, 1).as_numpy_iterator(), strict=True))
-    memory = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg.data.batch_size).cache()
-    feeds = {
-        "pipeline": lambda block: data.train(block * epochs, (block + 1) * epochs),
-        "in_memory": lambda block: memory.repeat(epochs).prefetch(tf.data.AUTOTUNE),
-    }
-    models = {name: fresh_model(cfg, steps) for name in feeds}
-    epoch_s: dict[str, list[float]] = {name: [] for name in feeds}
-    for block, name in enumerate(["pipeline", "in_memory", "in_memory", "pipeline"]):
-        timer = EpochTimer()
-        feed = feeds[name](block)
-        models[name].fit(feed, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)
-        epoch_s[name] += timer.steps_s[1:]
-    step_ms = {name: 1000 * statistics.median(times) / steps for name, times in epoch_s.items()}
-    return {
-        "steps_per_epoch": steps,
-        "epochs_per_block": epochs,
-        "pipeline_step_ms": step_ms["pipeline"],
-        "in_memory_step_ms": step_ms["in_memory"],
-        "ratio": step_ms["pipeline"] / step_ms["in_memory"],
-        "pipeline_epoch_s": epoch_s["pipeline"],
-        "in_memory_epoch_s": epoch_s["in_memory"],
-    }
-
-
 # Item 5's fixed budget: random search over the CNN family's default space, each trial a short training run.
 TUNING_BUDGET = ["tune.algorithm=random", "tune.max_trials=8", "tune.epochs=6"]
 QUICK_TUNING_BUDGET = ["tune.algorithm=random", "tune.max_trials=2", "tune.epochs=1"]
@@ -225,7 +126,7 @@ QUICK_TUNING_BUDGET = ["tune.algorithm=random", "tune.max_trials=2", "tune.epoch
 def tuning(tmp: Path, quick: bool, default_accuracy: float) -> dict:
     """Item 5: search with a fixed budget, train the tuned experiment in full, compare test accuracy with item 4."""
     experiment_file = tmp / f"{EXPERIMENT}.toml"  # tune writes tuned/ beside the file: keep it out of the repo
-    experiment_file.write_text((EXPERIMENTS_DIR / f"{EXPERIMENT}.toml").read_text())
+    experiment_file.write_text(experiment_path(EXPERIMENT).read_text())
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}", *(QUICK_OVERRIDES if quick else [])]
     budget = QUICK_TUNING_BUDGET if quick else TUNING_BUDGET
     start = time.perf_counter()
@@ -233,7 +134,7 @@ def tuning(tmp: Path, quick: bool, default_accuracy: float) -> dict:
         load_experiment(str(experiment_file), [*redirect, *budget]), experiment_file, [*redirect, *budget], restart=True
     )
     search_s = time.perf_counter() - start
-    tuned = training.fit.train(load_experiment(str(searched.tuned_experiment)))
+    tuned = kerasline.training.fit.train(load_experiment(str(searched.tuned_experiment)))
     return {
         "budget": budget,
         "search_s": search_s,
@@ -256,9 +157,9 @@ SCALING_SCRIPT = textwrap.dedent(
     if name == "mirrored":
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from benchmarks.run import EpochTimer, steady
+    from benchmarks.common import EpochTimer, steady
     from kerasline.config import load_experiment
-    from training.fit import compile_model, setup
+    from kerasline.training.fit import compile_model, setup
 
     cfg = load_experiment("mnist_cnn", [f"training.strategy={name}", *sys.argv[4:]])
     strategy = setup(cfg)
@@ -342,10 +243,10 @@ def runners(model: keras.Model, serve: Callable, session: ort.InferenceSession, 
 def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict:
     """Item 3: the run exported as the project publishes it, then each runtime timed in this process."""
     version = export_run(cfg, run_dir)
-    model = float32_model(cfg, run_dir / "best.weights.h5")
+    model = task_for(cfg).export_model(run_dir / "best.weights.h5")
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
-    test = load_splits(cfg.data, cfg.seed).test
+    test = task_for(cfg).load_splits().test
     images = test.batch(max(calls)).take(1).get_single_element()[0].numpy()
     ms = {
         batch: {name: median_ms(call, n) for name, call in runners(model, serve, session, images[:batch]).items()}
@@ -366,7 +267,7 @@ def segmentation(tmp: Path, quick: bool) -> dict:
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
     cfg = load_experiment(SEGMENTATION_EXPERIMENT, [*redirect, *(QUICK_SEGMENTATION if quick else [])])
     trained = train_default(cfg)
-    splits = load_splits(cfg.data, cfg.seed)
+    splits = task_for(cfg).load_splits()
     crops = int(splits.train.cardinality())
     version = export_run(cfg, trained["run_dir"])
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
@@ -447,9 +348,6 @@ def table(results: dict) -> str:
     pipe, thr, lat, acc, tun = (results[k] for k in ("input_pipeline", "throughput", "latency", "accuracy", "tuning"))
     accuracy, ort_ratio = acc["test_metrics"]["accuracy"], lat["ort_vs_saved_model_batch1"]
 
-    def met(ok: bool) -> str:
-        return "yes" if ok else "NO"
-
     def pair(a: float, b: float, digits: int) -> str:
         return f"{a:.{digits}f} | {b:.{digits}f}"
 
@@ -518,9 +416,7 @@ def table(results: dict) -> str:
     rows += generative_table_rows(results["generative"])
     rows += perf.table_rows(results["performance"])
     rows += segmentation_rows(results["segmentation"])
-    lines = [("figure", "value", "target", "met?"), *rows]
-    widths = [max(len(row[i]) for row in lines) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)
+    return format_table(rows)
 
 
 def serving_models(cfg: ExperimentConfig) -> list[str]:
@@ -536,9 +432,7 @@ def serving_only(args: argparse.Namespace) -> int:
     models = [p.name for p in model_dirs(args.repo)]
     served = serving_item(models, args.repo, args.quick, server=args.server, grpc_target=args.grpc)
     args.out.write_text(json.dumps({"serving": served, "machine": machine()}, indent=2, default=str) + "\n")
-    lines = [("figure", "value", "target", "met?"), *serving_table_rows(served)]
-    widths = [max(len(row[i]) for row in lines) for i in range(4)]
-    print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines))
+    print(format_table(serving_table_rows(served)))
     print(f"\nresults: {args.out}")
     return 0
 
@@ -551,10 +445,8 @@ def perf_only(args: argparse.Namespace) -> int:
         suite = perf.performance_suite(Path(tmp), args.quick, progress=args.out.with_suffix(".partial.json"))
     results = {**run_record(args.quick, started, start, load_before), "performance": suite}
     write_perf_outputs(results, args.out)
-    lines = [("figure", "value", "target", "met?"), *perf.table_rows(suite)]
-    widths = [max(len(row[i]) for row in lines) for i in range(4)]
     print(f"\nkerasline performance suite ({results['mode']}, {results['elapsed_s']:.0f} s, load {load_before:.2f})")
-    print("\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines))
+    print(format_table(perf.table_rows(suite)))
     print(f"\nresults: {args.out}, {perf.RESULTS_MD}")
     return 0
 

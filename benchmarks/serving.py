@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from export.repository import WARMUP_FILE
-from serving.client import GrpcClient, RestClient
-from serving.launch import wait_until_available
+from kerasline.export.repository import WARMUP_FILE
+from kerasline.serving.client import GrpcClient, RestClient
+from kerasline.serving.launch import wait_until_available
 
 CLIENTS = (1, 8, 32)
 

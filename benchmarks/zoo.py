@@ -9,11 +9,10 @@ from pathlib import Path
 import onnxruntime as ort
 import tensorflow as tf
 
-from benchmarks.timing import median_ms
-from export import export_run
-from export.publish import sample_inputs
+from benchmarks.common import median_ms, met, steady, train_default
 from kerasline.config import load_experiment
-from pipelines.sources import load_splits
+from kerasline.export import export_run
+from kerasline.training.tasks import task_for
 
 ZOO = [
     "mnist_mlp",
@@ -33,18 +32,16 @@ QUICK_OVERRIDES = ["data.limit=300", "training.epochs=2"]
 
 
 def zoo_item(tmp: Path, quick: bool) -> list[dict]:
-    from benchmarks.run import steady, train_default  # run.py imports this module
-
     rows = []
     for name in ZOO:
         print(f"    {name}", flush=True)
         redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
         cfg = load_experiment(name, [*redirect, *(QUICK_OVERRIDES if quick else [])])
         trained = train_default(cfg)
-        samples = sum(1 for _ in load_splits(cfg.data, cfg.seed).train)
+        samples = sum(1 for _ in task_for(cfg).load_splits().train)
         version = export_run(cfg, trained["run_dir"])
         report = json.loads((version / "verification.json").read_text())
-        inputs = {key: value[:1] for key, value in sample_inputs(cfg).items()}
+        inputs = {key: value[:1] for key, value in task_for(cfg).sample_inputs().items()}
         serve = tf.saved_model.load(str(version)).signatures["serving_default"]
         session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
         tensors = {key: tf.constant(value) for key, value in inputs.items()}
@@ -78,16 +75,12 @@ def table_rows(rows: list[dict]) -> list[tuple[str, str, str, str]]:
             f"{row['metric']} {quality} | {row['samples_per_s']:.0f} | {row['parity_max_abs_diff']:.1e} | "
             f"{row['ort_vs_saved_model_b1']:.2f}"
         )
-        ok = _yes(row["parity_max_abs_diff"] <= 1e-5)
+        ok = met(row["parity_max_abs_diff"] <= 1e-5)
         out.append((f"   {row['experiment']} ({row['model']})", value, "parity ≤ 1e-5", ok))
     baseline = next((row for row in rows if row["experiment"] == BASELINE), None)
     for row in rows:
         if baseline and row["experiment"].startswith("imdb_") and row is not baseline:
             gain = 100 * (row["quality"] - baseline["quality"])
             label = f"   {row['experiment']} vs bag-of-words baseline"
-            out.append((label, f"{gain:+.2f} points", "> 0", _yes(gain > 0)))
+            out.append((label, f"{gain:+.2f} points", "> 0", met(gain > 0)))
     return out
-
-
-def _yes(ok: bool) -> str:
-    return "yes" if ok else "NO"

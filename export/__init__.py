@@ -1,5 +1,5 @@
 """Exports: a TF Serving SavedModel and ONNX per version, verified against Keras before publishing."""
 
-from export.publish import export_run
+from kerasline.export.publish import export_run
 
 __all__ = ["export_run"]

@@ -5,9 +5,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from export.repository import current_labels, read_blessing, versions, write_blessing
 from kerasline.config import BlessConfig, ExperimentConfig
 from kerasline.errors import ConfigError
+from kerasline.export.repository import current_labels, read_blessing, versions, write_blessing
 
 
 def judge(metrics: dict[str, float], bless: BlessConfig, stable: dict[str, float] | None) -> tuple[str, list[str]]:

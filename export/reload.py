@@ -1,4 +1,7 @@
-"""Run a SavedModel's serving signature in this (fresh) process: `python -m export.reload DIR IN.npz OUT.npz`."""
+"""Run a SavedModel's signatures in this (fresh) process:
+
+    python -m kerasline.export.reload DIR IN.npz OUT.npz
+"""
 
 import sys
 

@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from kerasline import __version__
 from kerasline.config import ExperimentConfig, load_experiment, to_toml
 from kerasline.errors import Preempted, UserError
 
@@ -68,8 +69,8 @@ def cmd_config(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from export import export_run
-    from training.fit import plan, train
+    from kerasline.export import export_run
+    from kerasline.training.fit import plan, train
 
     if args.dry_run:
         summary = plan(cfg)
@@ -111,7 +112,7 @@ def cmd_cluster_spec(cfg: None, args: argparse.Namespace) -> None:
 
 def cmd_tune(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     from kerasline.config import experiment_path
-    from tuning import tune
+    from kerasline.tuning import tune
 
     result = tune(cfg, experiment_path(args.experiment), args.overrides, restart=args.restart)
     if result.stopped_by_budget:
@@ -128,9 +129,9 @@ def cmd_tune(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from export.blessing import bless_newest
     from kerasline.config import load_experiment
-    from training.fit import evaluate
+    from kerasline.export.blessing import bless_newest
+    from kerasline.training.fit import evaluate
 
     run_dir = _run_dir(cfg, args)
     evaluated = {run_dir.resolve(): evaluate(cfg, run_dir)}
@@ -151,7 +152,7 @@ def cmd_evaluate(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_deploy(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from export.repository import deploy
+    from kerasline.export.repository import deploy
 
     label = "canary" if args.canary else "stable"
     version = deploy(Path(cfg.export.dir), cfg.model_name, args.version, label)
@@ -159,36 +160,37 @@ def cmd_deploy(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_rollback(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from export.repository import rollback
+    from kerasline.export.repository import rollback
 
     current, previous = rollback(Path(cfg.export.dir), cfg.model_name)
     print(f"stable: {cfg.model_name} version {previous} (was {current})  ({Path(cfg.export.dir) / 'models.config'})")
 
 
 def cmd_serve(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from serving.launch import serve
+    from kerasline.serving.launch import serve
 
     serve(Path(cfg.export.dir), args.host, args.rest_port, args.grpc_port, dev=args.dev)
 
 
 def cmd_predict(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from serving.predict import predict_and_print
+    from kerasline.serving.predict import predict_and_print
 
     predict_and_print(cfg, args)
 
 
 def cmd_export(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from export import export_run
+    from kerasline.export import export_run
 
     _report_export(export_run(cfg, _run_dir(cfg, args)))
 
 
 def cmd_anomaly(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from training.anomaly import THRESHOLD_PERCENTILE, anomaly_scores, load_images, require_autoencoder
+    from kerasline.training.tasks import anomaly_task
+    from kerasline.training.tasks.reconstruction import THRESHOLD_PERCENTILE
 
-    require_autoencoder(cfg)
-    images = load_images(args.input, cfg) if args.input else None
-    result = anomaly_scores(cfg, _run_dir(cfg, args), images)
+    task = anomaly_task(cfg)
+    images = task.load_images(args.input) if args.input else None
+    result = task.anomaly_scores(_run_dir(cfg, args), images)
     errors, threshold = result["errors"], result["threshold"]
     print(
         f"threshold:   {threshold:.6f}  ({THRESHOLD_PERCENTILE:g}th percentile of {result['validation_count']} "
@@ -207,7 +209,7 @@ def _report_skipped(skipped: tuple[str, ...]) -> None:
 
 
 def _run_dir(cfg: ExperimentConfig, args: argparse.Namespace) -> Path:
-    from training.runs import latest_finished_run
+    from kerasline.training.runs import latest_finished_run
 
     if args.run is None:
         return latest_finished_run(cfg)
@@ -240,6 +242,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kerasline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kerasline {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
     for name, func, help_text in [
         ("train", cmd_train, "train an experiment (resuming an unfinished run), test it and export it"),

@@ -5,6 +5,7 @@ import keras
 from keras import layers, ops
 
 from kerasline.config import AutoencoderConfig, DataConfig, VAEConfig
+from kerasline.models.heads import PIXELS, float32_output
 
 
 def build_encoder(cfg: AutoencoderConfig, data: DataConfig) -> keras.Model:
@@ -43,8 +44,7 @@ def build_decoder(cfg: AutoencoderConfig, data: DataConfig) -> keras.Model:
         for filters in reversed(cfg.filters):
             x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu")(x)
         x = layers.Conv2D(channels, 3, padding="same")(x)
-    pixels = layers.Activation("sigmoid", dtype="float32", name="pixels")(x)
-    return keras.Model(latent, pixels, name="decoder")
+    return keras.Model(latent, float32_output(x, "sigmoid", PIXELS), name="decoder")
 
 
 def kl_divergence(mean, log_var):

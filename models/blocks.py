@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from kerasline.models.heads import PROBABILITIES, float32_head
+
 
 class PositionEmbedding(layers.Layer):
     """Adds a position code to a sequence: learned, or the fixed sinusoids of Vaswani et al. (2017).
@@ -39,7 +41,8 @@ class TransformerEncoder(layers.Layer):
     """Post-LN encoder block: x + MHA(x) → LayerNorm → x + FFN(x) → LayerNorm. The feed-forward network is
     ReLU, as in Vaswani et al.: exact GELU becomes an Erfc that ONNX does not define.
 
-    (B, L, D) and an optional padding mask (B, L) bool → (B, L, D) and the attention scores (B, heads, L, L).
+    (B, L, D) and an optional padding mask (B, L) bool → (B, L, D); with return_attention_scores=True, also the
+    attention scores (B, heads, L, L), as Keras's MultiHeadAttention returns them.
     """
 
     def __init__(self, d_model: int, heads: int, ff_dim: int, dropout: float, **kwargs):
@@ -58,20 +61,29 @@ class TransformerEncoder(layers.Layer):
         self.norm1.build(input_shape)
         self.norm2.build(input_shape)
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, return_attention_scores=False):
         attention_mask = None
         if padding_mask is not None:  # every query may look at every non-padding key
             attention_mask = ops.repeat(ops.expand_dims(padding_mask, 1), ops.shape(inputs)[1], axis=1)
+        # Scores even when not returned: asked for them, MHA keeps its explicit masked softmax; without them (and
+        # dropout 0) it switches to ops.dot_product_attention, and the graph would depend on who calls.
         attended, scores = self.attention(
             inputs, inputs, attention_mask=attention_mask, return_attention_scores=True, training=training
         )
         x = self.norm1(inputs + self.drop1(attended, training=training))
         x = self.norm2(x + self.drop2(self.feed_forward(x), training=training))
-        return x, scores
+        return (x, scores) if return_attention_scores else x
 
     def compute_output_shape(self, input_shape):
-        batch, length = input_shape[0], input_shape[1]
-        return input_shape, (batch, self.heads, length, length)
+        return input_shape
+
+    def compute_output_spec(self, inputs, padding_mask=None, training=None, return_attention_scores=False):
+        # compute_output_shape sees shapes only, not the flag: the scores' spec is added here, as in Keras's MHA.
+        x = keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return x
+        batch, length = inputs.shape[0], inputs.shape[1]
+        return x, keras.KerasTensor((batch, self.heads, length, length), dtype=self.compute_dtype)
 
     def get_config(self):
         return {
@@ -111,8 +123,6 @@ class MaskedPooling(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def classifier_head(x, num_classes: int, dropout: float):
-    """Dropout → logits → float32 softmax named `probabilities` (float32 even under mixed precision)."""
-    x = layers.Dropout(dropout)(x)
-    logits = layers.Dense(num_classes, name="logits")(x)
-    return layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+def classifier_head(x: keras.KerasTensor, num_classes: int, dropout: float) -> keras.KerasTensor:
+    """(B, D) → dropout → logits → float32 softmax named `probabilities`: (B, num_classes)."""
+    return float32_head(layers.Dropout(dropout)(x), num_classes, "softmax", PROBABILITIES)

@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from kerasline.config import BatchNormKnob, CNNConfig, DataConfig
+from kerasline.models.heads import PROBABILITIES, float32_head
 
 
 def batch_norm(cfg: BatchNormKnob, **kwargs) -> layers.BatchNormalization:
@@ -40,6 +41,5 @@ def build_cnn(cfg: CNNConfig, data: DataConfig) -> keras.Model:
             cfg.dense_units, activation="relu", kernel_initializer=cfg.initializer, kernel_regularizer=regularizer
         )(x)
         x = layers.Dropout(cfg.dropout)(x)
-    logits = layers.Dense(data.num_classes, kernel_regularizer=regularizer, name="logits")(x)
-    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    probabilities = float32_head(x, data.num_classes, "softmax", PROBABILITIES, kernel_regularizer=regularizer)
     return keras.Model(inputs, probabilities, name="cnn")

@@ -6,6 +6,7 @@ import numpy as np
 from keras import layers
 
 from kerasline.config import DataConfig, GANConfig
+from kerasline.models.heads import IMAGE, float32_output
 
 
 def build_generator(cfg: GANConfig, data: DataConfig) -> keras.Model:
@@ -20,8 +21,7 @@ def build_generator(cfg: GANConfig, data: DataConfig) -> keras.Model:
     x = layers.BatchNormalization()(x)
     x = layers.LeakyReLU(0.2)(x)
     x = layers.Conv2DTranspose(data.image_shape[-1], 4, strides=2, padding="same")(x)
-    images = layers.Activation("tanh", dtype="float32", name="image")(x)
-    return keras.Model(noise, images, name="generator")
+    return keras.Model(noise, float32_output(x, "tanh", IMAGE), name="generator")
 
 
 def build_discriminator(cfg: GANConfig, data: DataConfig) -> keras.Model:
@@ -36,14 +36,6 @@ def build_discriminator(cfg: GANConfig, data: DataConfig) -> keras.Model:
     x = layers.Flatten()(x)
     logits = layers.Dense(1, dtype="float32", name="logit")(x)
     return keras.Model(images, logits, name="discriminator")
-
-
-def build_dcgan(cfg: GANConfig, data: DataConfig) -> keras.Model:
-    """Both nets in one graph, noise → the discriminator's logit on the generated image; training/gan.py trains
-    them with its own step."""
-    generator, discriminator = build_generator(cfg, data), build_discriminator(cfg, data)
-    noise = keras.Input(shape=(cfg.latent_dim,), name="noise")
-    return keras.Model(noise, discriminator(generator(noise)), name="dcgan")
 
 
 def fixed_noise(count: int, latent_dim: int, seed: int) -> np.ndarray:

@@ -4,6 +4,7 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, LeNetConfig
+from kerasline.models.heads import PROBABILITIES, float32_head
 
 
 def build_lenet(cfg: LeNetConfig, data: DataConfig) -> keras.Model:
@@ -15,6 +16,4 @@ def build_lenet(cfg: LeNetConfig, data: DataConfig) -> keras.Model:
     x = layers.Flatten()(x)
     x = layers.Dense(120, activation=cfg.activation, name="fc1")(x)
     x = layers.Dense(84, activation=cfg.activation, name="fc2")(x)
-    logits = layers.Dense(data.num_classes, name="logits")(x)
-    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, probabilities, name="lenet")
+    return keras.Model(inputs, float32_head(x, data.num_classes, "softmax", PROBABILITIES), name="lenet")

@@ -4,8 +4,10 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, MLPConfig
+from kerasline.models.heads import PROBABILITIES, PROBABILITY, VALUE, float32_head
 
 ACTIVATIONS = {"leaky_relu": layers.LeakyReLU}  # the rest are keras activation names
+OUTPUTS = {"softmax": PROBABILITIES, "sigmoid": PROBABILITY, "linear": VALUE}  # a head is its activation's name
 
 
 def build_mlp(cfg: MLPConfig, data: DataConfig) -> keras.Model:
@@ -23,11 +25,6 @@ def build_mlp(cfg: MLPConfig, data: DataConfig) -> keras.Model:
         x = ACTIVATIONS[cfg.activation]()(x) if cfg.activation in ACTIVATIONS else layers.Activation(cfg.activation)(x)
         if cfg.dropout:
             x = layers.Dropout(cfg.dropout)(x)
-    units, activation, name = {
-        "softmax": (data.num_classes, "softmax", "probabilities"),
-        "sigmoid": (1, "sigmoid", "probability"),
-        "linear": (1, "linear", "value"),
-    }[cfg.head]
-    logits = layers.Dense(units, kernel_regularizer=regularizer, name="logits")(x)
-    outputs = layers.Activation(activation, dtype="float32", name=name)(logits)
+    units = data.num_classes if cfg.head == "softmax" else 1
+    outputs = float32_head(x, units, cfg.head, OUTPUTS[cfg.head], kernel_regularizer=regularizer)
     return keras.Model(inputs, outputs, name="mlp")

@@ -1,34 +1,57 @@
-"""Model names → builders."""
+"""Model config classes → builders. A family's name is written once, in its config's `name` literal."""
+
+from collections.abc import Callable
+from typing import Any
 
 import keras
 
-from kerasline.config import ExperimentConfig
-from models.autoencoder import build_autoencoder
-from models.cnn import build_cnn
-from models.gan import build_dcgan
-from models.lenet import build_lenet
-from models.mlp import build_mlp
-from models.resnet import build_resnet
-from models.rnn import build_rnn
-from models.transformer import build_transformer, build_vit
-from models.unet import build_unet
-from models.wide_cnn import build_wide_cnn
+from kerasline.config import (
+    AutoencoderConfig,
+    CNNConfig,
+    DataConfig,
+    ExperimentConfig,
+    GANConfig,
+    LeNetConfig,
+    MLPConfig,
+    ResNetConfig,
+    RNNConfig,
+    TransformerConfig,
+    UNetConfig,
+    VAEConfig,
+    ViTConfig,
+    WideCNNConfig,
+)
+from kerasline.models.autoencoder import build_autoencoder
+from kerasline.models.cnn import build_cnn
+from kerasline.models.gan import build_generator
+from kerasline.models.lenet import build_lenet
+from kerasline.models.mlp import build_mlp
+from kerasline.models.resnet import build_resnet
+from kerasline.models.rnn import build_rnn
+from kerasline.models.transformer import build_transformer, build_vit
+from kerasline.models.unet import build_unet
+from kerasline.models.wide_cnn import build_wide_cnn
 
-BUILDERS = {
-    "cnn": build_cnn,
-    "mlp": build_mlp,
-    "lenet": build_lenet,
-    "wide_cnn": build_wide_cnn,
-    "resnet": build_resnet,
-    "rnn": build_rnn,
-    "transformer": build_transformer,
-    "vit": build_vit,
-    "dcgan": build_dcgan,
-    "autoencoder": build_autoencoder,
-    "vae": build_autoencoder,
-    "unet": build_unet,
+Builder = Callable[[Any, DataConfig], keras.Model]  # (the family's config, DataConfig) → model
+
+# Looked up by exact type: VAEConfig subclasses AutoencoderConfig.
+BUILDERS: dict[type, Builder] = {
+    CNNConfig: build_cnn,
+    MLPConfig: build_mlp,
+    LeNetConfig: build_lenet,
+    WideCNNConfig: build_wide_cnn,
+    ResNetConfig: build_resnet,
+    RNNConfig: build_rnn,
+    TransformerConfig: build_transformer,
+    ViTConfig: build_vit,
+    # What the export serves; the generation task (training/tasks/) pairs it with build_discriminator to train.
+    GANConfig: build_generator,
+    AutoencoderConfig: build_autoencoder,
+    VAEConfig: build_autoencoder,
+    UNetConfig: build_unet,
 }
 
 
 def build_model(cfg: ExperimentConfig) -> keras.Model:
-    return BUILDERS[cfg.model.name](cfg.model, cfg.data)
+    """The model of `cfg.model`'s family, for `cfg.data`'s inputs (for dcgan: the generator)."""
+    return BUILDERS[type(cfg.model)](cfg.model, cfg.data)

@@ -4,7 +4,8 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, ResNetConfig
-from models.cnn import batch_norm
+from kerasline.models.cnn import batch_norm
+from kerasline.models.heads import PROBABILITIES, float32_head
 
 
 def build_resnet(cfg: ResNetConfig, data: DataConfig) -> keras.Model:
@@ -18,8 +19,7 @@ def build_resnet(cfg: ResNetConfig, data: DataConfig) -> keras.Model:
             stride = 2 if stage > 0 and block == 0 else 1
             x = basic_block(x, cfg.width * 2**stage, stride, cfg, f"stage{stage}_block{block}")
     x = layers.GlobalAveragePooling2D()(x)
-    logits = layers.Dense(data.num_classes, kernel_regularizer=_regularizer(cfg), name="logits")(x)
-    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    probabilities = float32_head(x, data.num_classes, "softmax", PROBABILITIES, kernel_regularizer=_regularizer(cfg))
     return keras.Model(inputs, probabilities, name="resnet")
 
 

@@ -4,7 +4,7 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, RNNConfig
-from models.blocks import MaskedPooling, classifier_head
+from kerasline.models.blocks import MaskedPooling, classifier_head
 
 
 def build_rnn(cfg: RNNConfig, data: DataConfig) -> keras.Model:

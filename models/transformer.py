@@ -4,7 +4,7 @@ import keras
 from keras import layers, ops
 
 from kerasline.config import DataConfig, EncoderKnobs, TransformerConfig, ViTConfig
-from models.blocks import MaskedPooling, PositionEmbedding, TransformerEncoder, classifier_head
+from kerasline.models.blocks import MaskedPooling, PositionEmbedding, TransformerEncoder, classifier_head
 
 
 def build_transformer(cfg: TransformerConfig, data: DataConfig) -> keras.Model:
@@ -34,7 +34,7 @@ def build_vit(cfg: ViTConfig, data: DataConfig) -> keras.Model:
 def _encoder(x, cfg: EncoderKnobs, padding_mask):
     x = layers.Dropout(cfg.dropout)(x)
     for i in range(cfg.layers):
-        x, _ = TransformerEncoder(cfg.d_model, cfg.heads, cfg.ff_dim, cfg.dropout, name=f"encoder{i}")(
+        x = TransformerEncoder(cfg.d_model, cfg.heads, cfg.ff_dim, cfg.dropout, name=f"encoder{i}")(
             x, padding_mask=padding_mask
         )
     return x

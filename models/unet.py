@@ -6,7 +6,8 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, UNetConfig
-from models.cnn import batch_norm
+from kerasline.models.cnn import batch_norm
+from kerasline.models.heads import LOGITS, PROBABILITIES, float32_output
 
 
 def build_unet(cfg: UNetConfig, data: DataConfig) -> keras.Model:
@@ -30,9 +31,8 @@ def build_unet(cfg: UNetConfig, data: DataConfig) -> keras.Model:
             x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"up{level}_reduce")(x)
         x = layers.Concatenate(name=f"up{level}_skip")([skips[level], x])
         x = _conv_block(x, filters, cfg, f"up{level}")
-    logits = layers.Conv2D(data.num_classes, 1, name="logits")(x)
-    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, probabilities, name="unet")
+    logits = layers.Conv2D(data.num_classes, 1, name=LOGITS)(x)  # a dense head per pixel
+    return keras.Model(inputs, float32_output(logits, "softmax", PROBABILITIES), name="unet")
 
 
 def _conv_block(x, filters: int, cfg: UNetConfig, name: str):

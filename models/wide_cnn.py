@@ -4,7 +4,8 @@ import keras
 from keras import layers
 
 from kerasline.config import DataConfig, WideCNNConfig
-from models.cnn import batch_norm
+from kerasline.models.cnn import batch_norm
+from kerasline.models.heads import PROBABILITIES, float32_head
 
 
 def build_wide_cnn(cfg: WideCNNConfig, data: DataConfig) -> keras.Model:
@@ -22,6 +23,4 @@ def build_wide_cnn(cfg: WideCNNConfig, data: DataConfig) -> keras.Model:
     x = layers.Flatten()(x)
     x = layers.Dense(1024, activation="relu", name="fc1")(x)
     x = layers.Dense(512, activation="relu", name="fc2")(layers.Dropout(cfg.dropout)(x))
-    logits = layers.Dense(data.num_classes, name="logits")(x)
-    probabilities = layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    return keras.Model(inputs, probabilities, name="wide_cnn")
+    return keras.Model(inputs, float32_head(x, data.num_classes, "softmax", PROBABILITIES), name="wide_cnn")

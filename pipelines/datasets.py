@@ -8,16 +8,17 @@ Under file sharding (`shard`, a `tf.distribute.InputContext`) each worker stream
 share of the training files, for `tf.distribute.Strategy.distribute_datasets_from_function`.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 
-from kerasline.config import DataConfig, ExperimentConfig, task_of
-from pipelines.augment import make_augment
-from pipelines.segmentation import make_joint_augment
-from pipelines.sources import Shard, Splits, load_splits
+from kerasline.config import DataConfig, ExperimentConfig
+from kerasline.pipelines.sources import Shard, Splits
+
+# `augment(x, y, seed)` of a training batch: the task's (segmentation moves the mask with the image).
+PairAugment = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Datasets:
     Segmentation: (images, int32 masks [B, H, W]), training batches cropped to data.crop."""
 
     cfg: ExperimentConfig
+    augment: PairAugment
     train_examples: tf.data.Dataset  # unbatched, cached
     validation: tf.data.Dataset
     test: tf.data.Dataset
@@ -58,27 +60,25 @@ class Datasets:
         seeds = tf.data.Dataset.range(first_epoch * batches_per_epoch, last_epoch * batches_per_epoch).map(
             lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g * workers + worker])  # unique across workers
         )
-        augment = _pair_augment(cfg.data)
+        augment = self.augment
         stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps * local_replicas)
         stream = stream.map(lambda batch, seed: augment(*batch, seed), num_parallel_calls=tf.data.AUTOTUNE)
         return stream.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 
-def _pair_augment(data: DataConfig):
-    """`augment(x, y, seed)`: segmentation moves the mask with the image; labels pass through."""
-    if data.task == "segmentation":
-        return make_joint_augment(data)
-    augment = make_augment(data)
-    return lambda x, y, seed: (augment(x, seed), y)
-
-
-def build_datasets(cfg: ExperimentConfig, shard: Shard | None = None) -> Datasets:
-    """`shard`: under file sharding on several workers, this worker's input context (training/workers.py)."""
-    splits = load_splits(cfg.data, cfg.seed, shard)
+def build_datasets(
+    cfg: ExperimentConfig,
+    load_splits: Callable[[Shard | None], Splits],
+    augment: PairAugment,
+    shard: Shard | None = None,
+) -> Datasets:
+    """The task's splits (`load_splits(shard)`) batched, the training stream augmented by the task's `augment`.
+    `shard`: under file sharding on several workers, this worker's input context (training/workers.py)."""
+    splits = load_splits(shard)
     vocabulary = ()
     if cfg.data.input == "text":
         # Every worker adapts on the whole training split, so all of them look words up alike.
-        whole = load_splits(cfg.data, cfg.seed).train if shard else splits.train
+        whole = load_splits(None).train if shard else splits.train
         vectorize = text_vectorizer(cfg.data, adapt_to=whole.map(lambda text, _: text))
         vocabulary = tuple(str(word) for word in vectorize.get_vocabulary())
         tokenised = (_tokenised(ds, vectorize) for ds in (splits.train, splits.validation, splits.test))
@@ -87,8 +87,9 @@ def build_datasets(cfg: ExperimentConfig, shard: Shard | None = None) -> Dataset
     count = splits.train_size or int(train_examples.cardinality())
     if count < 0:  # a source of unknown length: count it once
         count = int(train_examples.reduce(0, lambda n, _: n + 1))
-    datasets = Datasets(
+    return Datasets(
         cfg=cfg,
+        augment=augment,
         train_examples=train_examples,
         validation=_eval_batches(splits.validation, cfg),
         test=_eval_batches(splits.test, cfg),
@@ -97,38 +98,42 @@ def build_datasets(cfg: ExperimentConfig, shard: Shard | None = None) -> Dataset
         vocabulary=vocabulary,
         shard=shard,
     )
-    return ReconstructionDatasets.of(datasets) if task_of(cfg) == "reconstruct" else datasets
 
 
 @dataclass(frozen=True)
 class ReconstructionDatasets(Datasets):
     """Autoencoders: batches of (input, target) with the target the clean image in [0, 1] and the input the
-    image in [0, 255], plus Gaussian noise when the model denoises (seeded per batch, like augmentation)."""
+    image in [0, 255], plus Gaussian noise of `noise_stddev` (a fraction of 255) when the model denoises (seeded
+    per batch, like augmentation)."""
+
+    noise_stddev: float = 0.0
 
     @classmethod
-    def of(cls, data: Datasets) -> "ReconstructionDatasets":
+    def of(cls, data: Datasets, noise_stddev: float) -> "ReconstructionDatasets":
         fields = {name: getattr(data, name) for name in data.__dataclass_fields__}
         # Held-out batches get their own noise seeds, fixed, so validation losses compare across epochs.
         held_out = {"validation": 1 << 40, "test": 1 << 41}
-        fields |= {split: cls._pairs(fields[split], data.cfg, first) for split, first in held_out.items()}
-        return cls(**fields)
+        fields |= {split: _noisy_pairs(fields[split], data.cfg, noise_stddev, seed) for split, seed in held_out.items()}
+        return cls(**fields, noise_stddev=noise_stddev)
 
     def train(self, first_epoch: int = 0, last_epoch: int | None = None, skip_steps: int = 0) -> tf.data.Dataset:
         first = first_epoch * self.steps_per_epoch + skip_steps
-        return self._pairs(super().train(first_epoch, last_epoch, skip_steps), self.cfg, first)
+        return _noisy_pairs(super().train(first_epoch, last_epoch, skip_steps), self.cfg, self.noise_stddev, first)
 
-    @staticmethod
-    def _pairs(batches: tf.data.Dataset, cfg: ExperimentConfig, first_seed: int) -> tf.data.Dataset:
-        stddev = 255.0 * cfg.model.denoise_stddev
 
-        def pair(images, seed):
-            clean = tf.cast(images, tf.float32)
-            noisy = clean + stddev * tf.random.stateless_normal(tf.shape(clean), tf.stack([cfg.seed, seed]))
-            return tf.clip_by_value(noisy, 0.0, 255.0) if stddev else clean, clean / 255.0
+def _noisy_pairs(
+    batches: tf.data.Dataset, cfg: ExperimentConfig, noise_stddev: float, first_seed: int
+) -> tf.data.Dataset:
+    stddev = 255.0 * noise_stddev
 
-        seeds = tf.data.Dataset.counter(first_seed)
-        pairs = tf.data.Dataset.zip(batches, seeds).map(lambda batch, seed: pair(batch[0], seed))
-        return pairs.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
+    def pair(images, seed):
+        clean = tf.cast(images, tf.float32)
+        noisy = clean + stddev * tf.random.stateless_normal(tf.shape(clean), tf.stack([cfg.seed, seed]))
+        return tf.clip_by_value(noisy, 0.0, 255.0) if stddev else clean, clean / 255.0
+
+    seeds = tf.data.Dataset.counter(first_seed)
+    pairs = tf.data.Dataset.zip(batches, seeds).map(lambda batch, seed: pair(batch[0], seed))
+    return pairs.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 
 def text_vectorizer(

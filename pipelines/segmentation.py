@@ -12,8 +12,9 @@ import tensorflow as tf
 
 from kerasline.config import DataConfig
 from kerasline.errors import DataError
-from pipelines.augment import affine, affine_params, photometric
-from pipelines.sources import IMAGE_SUFFIXES, SAMPLES_DIR, BadRecords, Shard, Splits, split_files, tfds_splits_of
+from kerasline.pipelines.augment import affine, affine_params, photometric
+from kerasline.pipelines.sources import IMAGE_SUFFIXES, BadRecords, Shard, Splits, split_files, tfds_splits_of
+from kerasline.shipped import find
 
 # TFDS datasets whose masks we know: the mask feature, and the class id its first class is stored as.
 TFDS_MASKS = {"oxford_iiit_pet": ("segmentation_mask", 1)}  # trimaps: 1 pet, 2 background, 3 border
@@ -23,7 +24,7 @@ def segmentation_splits(cfg: DataConfig, seed: int, shard: Shard | None = None) 
     if cfg.source == "tfds":
         return _tfds_splits(cfg, shard)
     bad = BadRecords(cfg.on_error)
-    root = SAMPLES_DIR / cfg.name if cfg.source == "samples" else Path(cfg.name)
+    root = find("data", cfg.name) if cfg.source == "samples" else Path(cfg.name)
     return split_files(_list_pairs(root), lambda paths: _read_pairs(root, paths, cfg, bad), bad, cfg, seed, shard)
 
 

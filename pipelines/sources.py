@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from kerasline.config import PROJECT_ROOT, DataConfig
+from kerasline.config import DataConfig
 from kerasline.errors import DataError
+from kerasline.shipped import find
 
-SAMPLES_DIR = PROJECT_ROOT / "data"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
@@ -49,11 +49,8 @@ Shard = tf.distribute.InputContext
 
 
 def load_splits(cfg: DataConfig, seed: int, shard: Shard | None = None) -> Splits:
-    """`shard`: this worker's share of the training files (tfds and folder sources only, as the config checks)."""
-    if cfg.task == "segmentation":
-        from pipelines.segmentation import segmentation_splits  # it builds on this module
-
-        return segmentation_splits(cfg, seed, shard)
+    """Images or tokens with their labels. `shard`: this worker's share of the training files (tfds and folder
+    sources only, as the config checks). Segmentation's masks: pipelines/segmentation.py."""
     if cfg.source == "tfds":
         return _tfds_splits(cfg, shard)
     bad = BadRecords(cfg.on_error)
@@ -68,7 +65,7 @@ def load_splits(cfg: DataConfig, seed: int, shard: Shard | None = None) -> Split
 
 
 def _sample_path(name: str) -> Path:
-    return Path(name) if name.endswith(".npz") else SAMPLES_DIR / f"{name}.npz"
+    return Path(name) if name.endswith(".npz") else find("data", f"{name}.npz")
 
 
 def _load_npz(path: Path, cfg: DataConfig, bad: BadRecords) -> tuple[np.ndarray, np.ndarray]:

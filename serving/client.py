@@ -14,7 +14,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from serving.tensors import DEFAULT_SIGNATURE, ServingError, decode_json_value, encode_json_value
+from kerasline.serving.tensors import DEFAULT_SIGNATURE, ServingError, decode_json_value, encode_json_value
 
 
 class RestClient:

@@ -36,8 +36,8 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from export.repository import CONTAINER_ROOT
-from serving.tensors import (
+from kerasline.export.repository import CONTAINER_ROOT
+from kerasline.serving.tensors import (
     DEFAULT_SIGNATURE,
     ServingError,
     check_inputs,

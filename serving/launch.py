@@ -5,10 +5,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from export.repository import CONTAINER_ROOT, model_dirs
 from kerasline.errors import UserError
-from serving.client import RestClient
-from serving.tensors import ServingError
+from kerasline.export.repository import CONTAINER_ROOT, model_dirs
+from kerasline.serving.client import RestClient
+from kerasline.serving.tensors import ServingError
 
 # TF Serving's release for our TensorFlow (2.21); the image's tag names the same release as tensorflow-serving-api.
 IMAGE = "tensorflow/serving:2.21.0"
@@ -74,7 +74,7 @@ def serve(repo: Path, host: str, rest_port: int, grpc_port: int, dev: bool = Fal
         wait_until_available(url, models, timeout)
         print(f"serving {repo}/ on {url} (REST) and {host}:{grpc_port} (gRPC); stop: docker stop {CONTAINER}")
         return
-    from serving.devserver import main
+    from kerasline.serving.devserver import main
 
     print(f"no Docker engine ({why_not}): starting the development server, a stand-in for testing", flush=True)
     main(["--repo", str(repo), "--host", host, "--rest-port", str(rest_port), "--grpc-port", str(grpc_port)])

@@ -7,8 +7,8 @@ import numpy as np
 
 from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
-from serving.client import GrpcClient, RestClient
-from serving.tensors import DEFAULT_SIGNATURE
+from kerasline.serving.client import GrpcClient, RestClient
+from kerasline.serving.tensors import DEFAULT_SIGNATURE
 
 
 def predict_and_print(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
@@ -44,9 +44,9 @@ def load_inputs(cfg: ExperimentConfig, path: Path | None, count: int, names: lis
         except (OSError, ValueError) as e:
             raise UserError(f"--input {path}: {e}") from None
     else:
-        from export.publish import sample_inputs
+        from kerasline.training.tasks import task_for
 
-        inputs = sample_inputs(cfg)  # held-out raw inputs, named as the signature names them
+        inputs = task_for(cfg).sample_inputs()  # held-out raw inputs, named as the signature names them
     return {name: array[:count] for name, array in inputs.items()}
 
 

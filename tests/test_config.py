@@ -1,11 +1,15 @@
 """The experiment schema, overrides and the one-line error contract."""
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from kerasline.config import ExperimentConfig, load_experiment, to_toml, validate
 from kerasline.errors import ConfigError
+from kerasline.shipped import shipped_dir
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_default_experiment_validates():
@@ -72,18 +76,14 @@ def test_resolved_config_round_trips_through_toml():
 
 
 def test_every_shipped_experiment_validates():
-    from kerasline.config import EXPERIMENTS_DIR
-
-    files = sorted(EXPERIMENTS_DIR.rglob("*.toml"))
+    files = sorted(shipped_dir("experiments").rglob("*.toml"))
     assert files
     for path in files:
         assert isinstance(load_experiment(str(path)), ExperimentConfig)
 
 
 def test_readme_experiment_example_validates():
-    from kerasline.config import PROJECT_ROOT
-
-    readme = (PROJECT_ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     cfg = validate({"name": "readme", **tomllib.loads(example)})
     assert cfg.model.filters == (32, 64, 128) and cfg.training.optimizer.clipnorm == 1.0

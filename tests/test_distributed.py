@@ -15,8 +15,8 @@ SCRIPT = textwrap.dedent(
 
     import keras
     from kerasline.config import load_experiment
-    from training.fit import compile_model, train
-    from training.strategy import make_strategy
+    from kerasline.training.fit import compile_model, train
+    from kerasline.training.strategy import make_strategy
 
     no_augment = ["data.augment.translation=0", "data.augment.rotation=0"]
     cfg = load_experiment(sys.argv[1], ["training.strategy=mirrored", *no_augment])

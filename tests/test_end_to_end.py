@@ -95,8 +95,8 @@ def test_bad_data_leaves_saved_artefacts_intact(trained, kerasline, tmp_path):
 def test_mixed_precision_model_exports_float32(tiny_cfg, tmp_path, policy):
     import keras
 
-    from export.publish import float32_model
-    from training.fit import compile_model
+    from kerasline.training.fit import compile_model
+    from kerasline.training.tasks import task_for
 
     keras.config.set_dtype_policy(policy)
     try:
@@ -105,7 +105,7 @@ def test_mixed_precision_model_exports_float32(tiny_cfg, tmp_path, policy):
         keras.config.set_dtype_policy("float32")
     assert trained.layers[2].compute_dtype != "float32" and trained.output.dtype == "float32"
     trained.save_weights(tmp_path / "w.weights.h5")
-    exported = float32_model(tiny_cfg, tmp_path / "w.weights.h5")
+    exported = task_for(tiny_cfg).export_model(tmp_path / "w.weights.h5")
     assert all(layer.compute_dtype == "float32" for layer in exported.layers)
     x = np.random.default_rng(0).uniform(0, 255, (4, 28, 28, 1)).astype("float32")
     np.testing.assert_allclose(exported(x), trained(x), atol=1e-2)  # same weights, float16 compute on one side

@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 from kerasline.config import ConfigError, validate
-from models.autoencoder import build_autoencoder, kl_divergence
-from training.gan import build_gan, gradient_penalty
+from kerasline.models.autoencoder import build_autoencoder, kl_divergence
+from kerasline.training.tasks import task_for
+from kerasline.training.tasks.generation import gradient_penalty
 
 TINY = """
 name = "{name}"
@@ -111,21 +112,21 @@ def test_anomaly_scores_rank_noise_above_digits(autoencoder, kerasline, tmp_path
 
 def test_anomaly_input_of_the_wrong_shape_or_range_is_a_user_error(tmp_path):
     from kerasline.errors import UserError
-    from training.anomaly import load_images, require_autoencoder
+    from kerasline.training.tasks import anomaly_task
 
     with pytest.raises(UserError, match="anomaly scores need an autoencoder"):
-        require_autoencoder(validate({"name": "g", "model": {"name": "dcgan"}}))
+        anomaly_task(validate({"name": "g", "model": {"name": "dcgan"}}))
 
-    cfg = validate({"name": "a", "model": {"name": "autoencoder"}})
+    task = anomaly_task(validate({"name": "a", "model": {"name": "autoencoder"}}))
     for array, message in [
         (np.zeros((2, 5, 5)), r"expected \(N, 28, 28, 1\)"),
         (np.full((1, 28, 28), 300.0), r"in \[0, 255\]"),
     ]:
         np.save(tmp_path / "bad.npy", array)
         with pytest.raises(UserError, match=message):
-            load_images(tmp_path / "bad.npy", cfg)
+            task.load_images(tmp_path / "bad.npy")
     np.save(tmp_path / "ok.npy", np.zeros((3, 28, 28), np.uint8))
-    assert load_images(tmp_path / "ok.npy", cfg).shape == (3, 28, 28, 1)
+    assert task.load_images(tmp_path / "ok.npy").shape == (3, 28, 28, 1)
 
 
 def test_vae_trains_and_writes_reconstructions_and_samples(tmp_path, kerasline):
@@ -138,8 +139,8 @@ def test_vae_trains_and_writes_reconstructions_and_samples(tmp_path, kerasline):
 
 def test_gan_step_updates_both_networks():
     cfg = validate({"name": "g", "model": {"name": "dcgan", "latent_dim": 4, "filters": 4}})
-    gan = build_gan(cfg)
-    gan.compile(1e-3)
+    gan = task_for(cfg).build_model()
+    gan.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
     before = [[w.numpy().copy() for w in net.trainable_weights] for net in (gan.generator, gan.discriminator)]
     images = np.random.default_rng(0).uniform(0, 255, (8, 28, 28, 1)).astype(np.float32)
     logs = gan.train_step((tf.constant(images), tf.zeros(8, tf.int32)))

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.signature import serving_function
 from kerasline.config import ConfigError, validate
-from training.fit import compile_model
+from kerasline.training.fit import compile_model
+from kerasline.training.tasks import task_for
 
 BOW = {"input": "tokens", "name": "imdb_vocab500", "num_classes": 2, "sequence_length": 16}
 
@@ -20,7 +20,7 @@ def test_sigmoid_head_is_binary_cross_entropy_and_serves_one_probability():
     model = compile_model(cfg, steps_per_epoch=1)
     assert isinstance(model.loss, tf.keras.losses.BinaryCrossentropy)
     tokens = np.random.default_rng(0).integers(0, 500, (5, 16)).astype(np.int32)
-    out = serving_function(model, cfg.data)(tokens=tokens)
+    out = task_for(cfg).serving_function(model, cfg.data)(tokens=tokens)
     p = model(tokens).numpy()[:, 0]
     assert set(out) == {"probability", "class_id"} and out["probability"].shape == (5,)
     np.testing.assert_allclose(out["probability"].numpy(), p, atol=1e-7)
@@ -43,7 +43,7 @@ def test_linear_head_regresses_the_value_and_serves_it():
     model = compile_model(cfg, steps_per_epoch=1)
     assert isinstance(model.loss, tf.keras.losses.MeanSquaredError)
     images = np.random.default_rng(1).integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
-    out = serving_function(model, cfg.data)(image=images)
+    out = task_for(cfg).serving_function(model, cfg.data)(image=images)
     assert set(out) == {"value"} and out["value"].dtype == tf.float32 and out["value"].shape == (3,)
     np.testing.assert_allclose(out["value"].numpy(), model(images.astype(np.float32)).numpy()[:, 0], atol=1e-5)
 

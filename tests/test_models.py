@@ -4,8 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from kerasline.config import validate
-from models import build_model
+from kerasline.config import MODEL_CONFIGS, validate
+from kerasline.models import build_model
+from kerasline.models.blocks import TransformerEncoder
+from kerasline.models.registry import BUILDERS
 
 
 def test_cnn_maps_pixels_to_probabilities(tiny_cfg):
@@ -63,3 +65,40 @@ def test_batch_norm_layers_are_synchronized_unless_the_config_says_per_replica(m
         cfg = validate({"name": "m", "data": data, "model": model | {"sync_batch_norm": sync}})
         norms = [layer for layer in build_model(cfg).layers if isinstance(layer, keras.layers.BatchNormalization)]
         assert norms and all(layer.synchronized is sync for layer in norms)
+
+
+def test_registry_has_a_builder_for_every_family():
+    assert set(BUILDERS) == set(MODEL_CONFIGS.values())
+
+
+@pytest.mark.parametrize("family", ["transformer", "vit"])
+def test_the_last_encoder_block_gives_its_attention_when_asked(family):
+    """How a TensorBoard callback can probe attention: call the last block again, on its own inputs."""
+    knobs = {"name": family, "d_model": 8, "heads": 2, "layers": 2, "ff_dim": 8}
+    if family == "transformer":
+        data = {"input": "tokens", "name": "imdb_vocab500", "num_classes": 2, "sequence_length": 6, "vocab_size": 20}
+        x = np.array([[3, 7, 5, 0, 0, 0], [9, 2, 4, 8, 1, 6]], "int32")  # the first pads its last three steps
+    else:
+        data, knobs = {"image_shape": [8, 8, 1]}, knobs | {"patch_size": 4}
+        x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype("float32")
+    model = build_model(validate({"name": "a", "data": data, "model": knobs}))
+    assert model.output_shape == (None, 2 if family == "transformer" else 10)  # the blocks return x alone
+
+    last = [layer for layer in model.layers if isinstance(layer, TransformerEncoder)][-1]
+    length = 6 if family == "transformer" else 4  # tokens, or (8 / 4)² patches
+
+    def scores(inputs):  # x, or [x, padding mask] where one was passed
+        x, mask = inputs if isinstance(inputs, list) else (inputs, None)
+        return last(x, padding_mask=mask, return_attention_scores=True)[1]
+
+    assert isinstance(last.input, list) is (family == "transformer")
+    assert scores(last.input).shape == (None, 2, length, length)  # symbolic: Keras's own attention shape
+    # Not keras.Model(model.input, scores(last.input)): Keras 3.15's graph check counts a layer's outputs from its
+    # first call (x alone), so it drops the scores and says they are not connected. The values of the block's
+    # inputs, then the block, instead.
+    attention = np.asarray(scores(keras.Model(model.input, last.input)(x, training=False)))
+    assert attention.shape == (2, 2, length, length)
+    np.testing.assert_allclose(attention.sum(-1), 1.0, atol=1e-5)
+    if family == "transformer":
+        np.testing.assert_allclose(attention[0, :, :, 3:], 0.0, atol=1e-6)  # no attention on padding keys
+        assert (attention[1] > 0).all()

@@ -9,10 +9,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export import export_run
-from export.onnx_rnn import PackedRNN, for_onnx
 from kerasline.config import validate
-from models import build_model
+from kerasline.export import export_run
+from kerasline.export.onnx_rnn import PackedRNN, for_onnx
+from kerasline.models import build_model
 
 LENGTH = 12
 DATA = {"input": "tokens", "name": "imdb_vocab500", "num_classes": 2, "sequence_length": LENGTH, "limit": 160}

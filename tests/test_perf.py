@@ -5,8 +5,8 @@ import pytest
 
 from kerasline.config import load_experiment
 from kerasline.errors import ConfigError
-from models import build_model
-from training.fit import compile_model, setup, train
+from kerasline.models import build_model
+from kerasline.training.fit import compile_model, setup, train
 
 
 def test_mnist_convnet_is_the_keras_io_convnet():

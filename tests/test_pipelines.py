@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from kerasline.config import AugmentConfig, DataConfig
 from kerasline.errors import DataError
-from pipelines import build_datasets
-from pipelines.augment import make_augment
-from pipelines.sources import load_splits
+from kerasline.pipelines.augment import make_augment
+from kerasline.pipelines.sources import load_splits
+from kerasline.training.tasks import build_inputs
 
 
 def first_batch(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -17,7 +17,7 @@ def first_batch(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_batches_have_the_model_input_contract(tiny_cfg):
-    data = build_datasets(tiny_cfg)
+    data = build_inputs(tiny_cfg)
     for ds in (data.train(), data.validation, data.test):
         x, y = first_batch(ds)
         assert x.dtype == np.float32 and x.shape[1:] == (28, 28, 1) and x.shape[0] <= 32
@@ -38,10 +38,10 @@ def test_splits_are_disjoint_and_sized_from_fractions(tiny_cfg):
 
 def test_same_seed_same_stream_and_epochs_differ(tiny_cfg):
     cfg = tiny_cfg.model_copy(update={"deterministic": True})
-    first, again = build_datasets(cfg).train(0, 1), build_datasets(cfg).train(0, 1)
+    first, again = build_inputs(cfg).train(0, 1), build_inputs(cfg).train(0, 1)
     epoch1 = [x.numpy() for x, _ in first]
     np.testing.assert_array_equal(np.concatenate(epoch1), np.concatenate([x.numpy() for x, _ in again]))
-    epoch2 = [x.numpy() for x, _ in build_datasets(cfg).train(1, 2)]  # reshuffled and re-augmented
+    epoch2 = [x.numpy() for x, _ in build_inputs(cfg).train(1, 2)]  # reshuffled and re-augmented
     assert not np.array_equal(epoch1[0], epoch2[0])
 
 
@@ -49,11 +49,11 @@ def test_stream_resumes_at_any_epoch_and_step(tiny_cfg):
     """Epochs 1-2 started fresh equal the same batches cut out of the full stream: what resume relies on."""
     three_epochs = tiny_cfg.training.model_copy(update={"epochs": 3})
     cfg = tiny_cfg.model_copy(update={"deterministic": True, "training": three_epochs})
-    data = build_datasets(cfg)
+    data = build_inputs(cfg)
     steps = data.steps_per_epoch
     full = [x.numpy() for x, _ in data.train()]
     assert len(full) == 3 * steps
-    resumed = [x.numpy() for x, _ in build_datasets(cfg).train(1, skip_steps=4)]
+    resumed = [x.numpy() for x, _ in build_inputs(cfg).train(1, skip_steps=4)]
     np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(full[steps + 4 :]))
 
 
@@ -61,7 +61,7 @@ def test_without_determinism_only_the_order_may_change(tiny_cfg):
     """Each batch's augmentation is keyed by its own seed, so parallelism can only reorder batches."""
 
     def batches():
-        return sorted(x.numpy().tobytes() for x, _ in build_datasets(tiny_cfg).train())
+        return sorted(x.numpy().tobytes() for x, _ in build_inputs(tiny_cfg).train())
 
     assert not tiny_cfg.deterministic
     assert batches() == batches()
@@ -69,22 +69,22 @@ def test_without_determinism_only_the_order_may_change(tiny_cfg):
 
 def test_other_seed_other_stream(tiny_cfg):
     other = tiny_cfg.model_copy(update={"seed": tiny_cfg.seed + 1})
-    a, b = first_batch(build_datasets(tiny_cfg).train()), first_batch(build_datasets(other).train())
+    a, b = first_batch(build_inputs(tiny_cfg).train()), first_batch(build_inputs(other).train())
     assert not np.array_equal(a[0], b[0])
 
 
 def test_augmentation_touches_training_only(tiny_cfg):
     tiny_cfg = tiny_cfg.model_copy(update={"deterministic": True})
     raw = load_splits(tiny_cfg.data, tiny_cfg.seed)
-    data = build_datasets(tiny_cfg)
+    data = build_inputs(tiny_cfg)
     for batched, unbatched in ((data.validation, raw.validation), (data.test, raw.test)):
         x, _ = first_batch(batched)
         expected = np.stack([img for img, _ in unbatched.take(len(x)).as_numpy_iterator()]).astype(np.float32)
         np.testing.assert_array_equal(x, expected)
     # The same training images, with and without augmentation, differ.
     plain = tiny_cfg.model_copy(update={"data": tiny_cfg.data.model_copy(update={"augment": AugmentConfig()})})
-    x_aug, y_aug = first_batch(build_datasets(tiny_cfg).train())
-    x_plain, y_plain = first_batch(build_datasets(plain).train())
+    x_aug, y_aug = first_batch(build_inputs(tiny_cfg).train())
+    x_plain, y_plain = first_batch(build_inputs(plain).train())
     np.testing.assert_array_equal(y_aug, y_plain)
     assert np.abs(x_aug - x_plain).mean() > 1.0
 

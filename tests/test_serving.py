@@ -18,17 +18,17 @@ from hypothesis import strategies as st
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from export import export_run
-from export.blessing import judge
-from export.publish import sample_inputs
-from export.repository import MAX_WARMUP_RECORDS, WARMUP_FILE, read_labels, versions, write_blessing
 from kerasline.cli import main
 from kerasline.config import BlessConfig
 from kerasline.errors import ConfigError
-from serving.client import GrpcClient, RestClient
-from serving.devserver import start
-from serving.launch import docker_answers, docker_command, wait_until_available
-from serving.tensors import ServingError, read_signature_defs
+from kerasline.export import export_run
+from kerasline.export.blessing import judge
+from kerasline.export.repository import MAX_WARMUP_RECORDS, WARMUP_FILE, read_labels, versions, write_blessing
+from kerasline.serving.client import GrpcClient, RestClient
+from kerasline.serving.devserver import start
+from kerasline.serving.launch import docker_answers, docker_command, wait_until_available
+from kerasline.serving.tensors import ServingError, read_signature_defs
+from kerasline.training.tasks import task_for
 
 MODEL = "tiny"
 
@@ -50,7 +50,7 @@ def server(repo):
 
 @pytest.fixture(scope="module")
 def images(trained) -> np.ndarray:
-    return sample_inputs(trained["cfg"])["image"][:8]
+    return task_for(trained["cfg"]).sample_inputs()["image"][:8]
 
 
 def reference(version_dir: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -170,7 +170,7 @@ def test_export_writes_models_config_batching_and_warmup(trained, repo):
 
     version_dir = repo / MODEL / str(versions(repo / MODEL)[0])
     records = list(tf.data.TFRecordDataset(str(version_dir / WARMUP_FILE)).as_numpy_iterator())
-    samples = sample_inputs(trained["cfg"])["image"]
+    samples = task_for(trained["cfg"]).sample_inputs()["image"]
     assert len(records) == min(len(samples), MAX_WARMUP_RECORDS) == trained["cfg"].export.parity_samples
     signature = read_signature_defs(version_dir)["serving_default"]
     serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]

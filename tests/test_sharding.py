@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from kerasline.errors import DataError
-from pipelines import build_datasets
-from pipelines.sources import load_splits
+from kerasline.pipelines.sources import load_splits
+from kerasline.training.tasks import build_inputs
 
 
 def context(worker: int, workers: int = 2) -> tf.distribute.InputContext:
@@ -50,8 +50,8 @@ def test_tfds_file_sharding_splits_the_training_files_between_workers(probe_cfg)
 
 def test_each_worker_streams_per_replica_batches_of_its_share_for_the_same_number_of_steps(probe_cfg):
     cfg = probe_cfg.model_copy(update={"data": probe_cfg.data.model_copy(update={"batch_size": 8})})
-    whole = build_datasets(cfg)
-    workers = [build_datasets(cfg, context(i)) for i in (0, 1)]
+    whole = build_inputs(cfg)
+    workers = [build_inputs(cfg, context(i)) for i in (0, 1)]
     assert whole.steps_per_epoch == 5 and [w.steps_per_epoch for w in workers] == [5, 5]  # ceil(36 / 8)
     for worker in workers:
         own = set(first_pixels(worker.train_examples))
@@ -99,7 +99,7 @@ def test_each_worker_takes_its_index_from_the_cluster_and_the_batch_must_split_a
     from types import SimpleNamespace
 
     from kerasline.errors import UserError
-    from training import workers
+    from kerasline.training import workers
 
     monkeypatch.setattr(workers, "multi_worker", lambda strategy: True)  # three workers without starting them
     cluster = tf.train.ClusterSpec({"worker": ["a:1", "b:2", "c:3"]})

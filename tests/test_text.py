@@ -8,10 +8,10 @@ import tensorflow as tf
 
 from kerasline.config import ConfigError, load_experiment, validate
 from kerasline.errors import DataError
-from models import build_model
-from pipelines import build_datasets
-from pipelines.augment import make_augment
-from pipelines.sources import load_splits
+from kerasline.models import build_model
+from kerasline.pipelines.augment import make_augment
+from kerasline.pipelines.sources import load_splits
+from kerasline.training.tasks import build_inputs
 
 TOKENS = {"input": "tokens", "name": "imdb_vocab500", "num_classes": 2, "sequence_length": 24, "limit": 160}
 
@@ -136,8 +136,8 @@ def test_raw_text_trains_and_exports_a_string_signature(tmp_path):
     """tfds text (mocked): the vocabulary is adapted on train, saved with the run, and looked up in the graph."""
     import tensorflow_datasets as tfds
 
-    from export import export_run
-    from training.fit import train
+    from kerasline.export import export_run
+    from kerasline.training.fit import train
 
     overrides = [
         f"runs_dir={tmp_path}/runs",
@@ -152,7 +152,7 @@ def test_raw_text_trains_and_exports_a_string_signature(tmp_path):
     ]
     with tfds.testing.mock_data(num_examples=48):
         cfg = load_experiment("imdb_reviews_lstm", overrides)
-        data = build_datasets(cfg)
+        data = build_inputs(cfg)
         result = train(cfg)
         version = export_run(cfg, result.run_dir)
         texts = [text for text, _ in tfds.load("imdb_reviews", split="test", as_supervised=True).take(8)]
@@ -179,11 +179,11 @@ def test_text_needs_a_tfds_source_and_sequence_models_need_tokens():
 
 def test_export_rebuilds_recurrent_layers_without_cudnn(tmp_path):
     """tf2onnx cannot convert cuDNN's LSTM/GRU kernels, which Keras picks whenever a GPU is visible."""
-    from export.publish import float32_model
+    from kerasline.training.tasks import task_for
 
     cfg = validate({"name": "c", "data": TOKENS, "model": {"name": "rnn", "units": 4, "embedding_dim": 4, "layers": 2}})
     build_model(cfg).save_weights(tmp_path / "w.weights.h5")
-    model = float32_model(cfg, tmp_path / "w.weights.h5")
+    model = task_for(cfg).export_model(tmp_path / "w.weights.h5")
     recurrent = [
         getattr(wrapper, side)
         for wrapper in model.layers

@@ -6,10 +6,12 @@ import pytest
 import tensorflow as tf
 
 from kerasline.config import TrainingConfig
-from training.callbacks import image_grid, make_callbacks, render_confusion_matrix
-from training.checkpoint import ResumePoint
-from training.optim import learning_rate, make_optimizer
-from training.strategy import make_strategy
+from kerasline.training.callbacks import image_grid
+from kerasline.training.checkpoint import ResumePoint
+from kerasline.training.optim import learning_rate, make_optimizer
+from kerasline.training.strategy import make_strategy
+from kerasline.training.tasks import build_inputs, task_for
+from kerasline.training.tasks.classification import render_confusion_matrix
 
 
 def training(**update) -> TrainingConfig:
@@ -72,9 +74,8 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 def test_plateau_schedule_is_a_callback(tiny_cfg, tmp_path):
     cfg = tiny_cfg.model_copy(update={"training": training(schedule__name="plateau", schedule__patience=3)})
     assert learning_rate(cfg.training, 10) == 1e-3
-    from pipelines import build_datasets
-
-    callbacks = make_callbacks(cfg, tmp_path, build_datasets(cfg), ResumePoint())
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    callbacks = task_for(cfg).callbacks(tmp_path, build_inputs(cfg), ResumePoint(), model)
     plateau = [c for c in callbacks if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
     assert len(plateau) == 1 and plateau[0].patience == 3 and plateau[0].factor == 0.1
 
@@ -86,7 +87,7 @@ def test_strategies():
 
 
 def test_auto_picks_tpu_when_one_is_configured(monkeypatch):
-    import training.strategy as strategy
+    import kerasline.training.strategy as strategy
 
     monkeypatch.setenv("TPU_NAME", "grpc://10.0.0.2:8470")
     monkeypatch.setattr(strategy, "_tpu_strategy", lambda tpu: f"tpu:{tpu}")
@@ -106,7 +107,7 @@ def test_confusion_matrix_renders_to_an_image():
 
 
 def test_only_an_unfinished_run_with_the_same_config_is_resumed(tiny_cfg):
-    from training.runs import open_run
+    from kerasline.training.runs import open_run
 
     run = open_run(tiny_cfg)
     assert run.name == "run-001"

@@ -9,7 +9,7 @@ import tomllib
 
 import pytest
 
-from kerasline.config import load_experiment
+from kerasline.config import experiment_path, load_experiment
 from kerasline.errors import ConfigError, UserError
 
 TINY_TUNE = """
@@ -104,7 +104,7 @@ def test_interrupted_search_resumes_without_redoing_a_trial(tiny_experiment):
     die_after_first_trial = textwrap.dedent(
         """
         import os, signal, sys
-        import tuning.search as search
+        import kerasline.tuning.search as search
         original = search._Progress.on_trial_end
         def on_trial_end(self, trial):
             original(self, trial)
@@ -157,7 +157,7 @@ def test_wall_clock_budget_stops_between_trials(tiny_experiment, capsys):
 
 
 def test_trials_write_hparams_for_tensorboard(tiny_experiment):
-    from tuning import tune
+    from kerasline.tuning import tune
 
     path = experiment_with_tune(tiny_experiment, max_trials=1)
     cfg = load_experiment(str(path))
@@ -170,7 +170,7 @@ def test_trials_write_hparams_for_tensorboard(tiny_experiment):
 def test_missing_tensorboard_is_said_plainly(tiny_experiment, monkeypatch):
     import importlib.util
 
-    from tuning import tune
+    from kerasline.tuning import tune
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
@@ -229,5 +229,5 @@ def test_every_family_ships_a_default_space_that_validates():
             data = {"task": "segmentation", "image_shape": [32, 32, 1]}
         cfg = validate({"name": "x", "data": data, "model": {"name": family}})
         assert cfg.tune.space and set(cfg.tune.space) == set(config_class.default_space)
-    raw = tomllib.loads((load_experiment.__globals__["EXPERIMENTS_DIR"] / "mnist_cnn.toml").read_text())
+    raw = tomllib.loads(experiment_path("mnist_cnn").read_text())
     assert "tune" not in raw  # `make tune` works on the default experiment with no [tune] section

@@ -11,10 +11,9 @@ import tensorflow as tf
 
 from kerasline.config import ConfigError, load_experiment, validate
 from kerasline.errors import DataError
-from pipelines import build_datasets
-from pipelines.segmentation import make_joint_augment
-from pipelines.sources import load_splits
-from training.segmentation import (
+from kerasline.pipelines.segmentation import make_joint_augment, segmentation_splits
+from kerasline.training.tasks import build_inputs
+from kerasline.training.tasks.segmentation import (
     MeanDice,
     boundary_map,
     boundary_weighted_crossentropy,
@@ -92,7 +91,7 @@ def test_unet_trains_on_crops_and_exports_probabilities_and_mask(unet_run):
     ]
     assert outputs["mask"].dtype == tf.int64 and outputs["mask"].shape.as_list() == [None, 512, 512]
 
-    image, true_mask = next(load_splits(cfg.data, cfg.seed).test.as_numpy_iterator())
+    image, true_mask = next(segmentation_splits(cfg.data, cfg.seed).test.as_numpy_iterator())
     assert image.dtype == np.uint8 and true_mask.dtype == np.int32 and true_mask.shape == (512, 512)
     out = serve(image=tf.constant(image[None]))
     np.testing.assert_allclose(out["probabilities"].numpy().sum(-1), 1.0, atol=1e-5)
@@ -112,7 +111,7 @@ def test_unet_trains_on_crops_and_exports_probabilities_and_mask(unet_run):
 
 def test_crops_for_training_whole_slices_for_validation_and_a_seeded_stream():
     overrides = ["data.limit=10", "data.crop=128", "data.batch_size=3", "deterministic=true"]
-    data = build_datasets(load_experiment("isbi_unet", overrides))
+    data = build_inputs(load_experiment("isbi_unet", overrides))
     assert data.steps_per_epoch == 3  # 10 slices: 2 test, 1 validation, 7 train in batches of 3
     # (seed, epoch, step) alone fixes a batch: epoch 1's first batch, reached two ways.
     direct = next(iter(data.train(1, 2)))
@@ -253,7 +252,7 @@ def test_a_mask_folder_names_its_bad_files(tmp_path):
         }
     )
     with pytest.raises(DataError, match=r"label/\d.png: mask value 7 is outside \[0, 2\)"):
-        load_splits(cfg.data, cfg.seed)
+        segmentation_splits(cfg.data, cfg.seed)
 
 
 def test_oxford_pets_through_tfds_load_resizes_and_renumbers_the_trimaps():
@@ -281,9 +280,9 @@ def test_oxford_pets_through_tfds_load_resizes_and_renumbers_the_trimaps():
 
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
         cfg = load_experiment("pets_unet", ["data.image_shape=[32, 32, 3]", "data.batch_size=4"])
-        splits = load_splits(cfg.data, cfg.seed)
+        splits = segmentation_splits(cfg.data, cfg.seed)
         images, masks = next(iter(splits.train.batch(12)))
-        crops, crop_masks = next(iter(build_datasets(cfg).train(0, 1)))  # all one size now: they batch
+        crops, crop_masks = next(iter(build_inputs(cfg).train(0, 1)))  # all one size now: they batch
     assert images.dtype == tf.uint8 and images.shape[1:] == (32, 32, 3)
     assert masks.dtype == tf.int32 and masks.shape[1:] == (32, 32)
     assert set(np.unique(masks)) == {0, 1, 2}

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from kerasline.config import EXPERIMENTS_DIR, load_experiment, task_of, validate
-from models import build_model
+from kerasline.config import GENERATIVE_TASKS, load_experiment, task_of, validate
+from kerasline.models import build_model
+from kerasline.shipped import shipped_dir
 
 
 def trainable(model) -> int:
@@ -44,14 +45,15 @@ def test_resnet_blocks_add_a_shortcut():
     assert model.output_shape == (None, 10)
 
 
-@pytest.mark.parametrize("path", sorted(EXPERIMENTS_DIR.glob("*.toml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(shipped_dir("experiments").glob("*.toml")), ids=lambda p: p.stem)
 def test_every_experiment_builds(path):
     cfg = load_experiment(str(path))
     model = build_model(cfg)
     one_output = getattr(cfg.model, "head", "softmax") in ("sigmoid", "linear")  # a probability, or a value
-    per_pixel = (None, None) if cfg.data.task == "segmentation" else ()  # a U-Net takes any side dividing 2**depth
-    outputs = {"generate": (None, 1), "reconstruct": (None, *cfg.data.image_shape)}  # a GAN ends in its discriminator
-    expected = outputs.get(task_of(cfg), (None, *per_pixel, 1 if one_output else cfg.data.num_classes))
+    per_pixel = (None, None) if task_of(cfg) == "segmentation" else ()  # a U-Net takes any side dividing 2**depth
+    expected = (None, *per_pixel, 1 if one_output else cfg.data.num_classes)
+    if task_of(cfg) in GENERATIVE_TASKS:  # images: the GAN's generator, an autoencoder's reconstruction
+        expected = (None, *cfg.data.image_shape)
     assert model.output_shape == expected
 
 
@@ -84,10 +86,10 @@ def test_cifar10_experiments_are_the_course_models_on_tfds(name, expected):
     """Online they read CIFAR-10 through tfds.load; here a tfds mock stands in for the download."""
     import tensorflow_datasets as tfds
 
-    from pipelines import build_datasets
+    from kerasline.training.tasks import build_inputs
 
     with tfds.testing.mock_data(num_examples=16):
         cfg = load_experiment(name, ["data.batch_size=8"])
-        images, labels = next(iter(build_datasets(cfg).train()))
+        images, labels = next(iter(build_inputs(cfg).train()))
     assert images.shape == (8, 32, 32, 3) and labels.shape == (8,)
     assert trainable(build_model(cfg)) == expected

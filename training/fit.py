@@ -4,25 +4,22 @@ import contextlib
 import json
 import shutil
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from kerasline.config import GENERATIVE_TASKS, ExperimentConfig, task_of
+from kerasline.config import ExperimentConfig
 from kerasline.errors import Preempted, UserError
 from kerasline.files import write_text_atomic
-from models import build_model
-from pipelines import Datasets, build_datasets
-from training.callbacks import make_callbacks
-from training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
-from training.optim import make_optimizer
-from training.runs import open_run, run_path
-from training.segmentation import segmentation_loss, segmentation_metrics
-from training.strategy import make_strategy
-from training.workers import barrier, from_chief, input_shard, is_chief, multi_worker, output_dir, worker_name
+from kerasline.pipelines import Datasets
+from kerasline.training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
+from kerasline.training.runs import open_run, run_path
+from kerasline.training.strategy import make_strategy
+from kerasline.training.tasks import task_for
+from kerasline.training.workers import barrier, from_chief, input_shard, is_chief, multi_worker, output_dir, worker_name
 
 
 @dataclass(frozen=True)
@@ -34,6 +31,7 @@ class TrainResult:
     skipped: tuple[str, ...]
     chief: bool = True  # False on the other workers of a multi-worker job, which write nothing
     leave: Callable[[], None] = lambda: None  # multi-worker: returns once every worker calls it (after the export)
+    datasets: Datasets | None = None  # what this worker trained on (under file sharding, its share)
 
 
 def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
@@ -46,37 +44,16 @@ def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
 
 
 def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
-    if task_of(cfg) in GENERATIVE_TASKS:
-        from training.generative import compile_generative
-
-        return compile_generative(cfg, steps_per_epoch)
-    model = build_model(cfg)
-    if cfg.data.task == "segmentation":
-        loss, metrics = segmentation_loss(cfg.model, cfg.data.num_classes), segmentation_metrics(cfg.data.num_classes)
-    else:
-        loss, metric = {
-            "softmax": (
-                keras.losses.SparseCategoricalCrossentropy(),
-                keras.metrics.SparseCategoricalAccuracy("accuracy"),
-            ),
-            "sigmoid": (keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy("accuracy")),
-            "linear": (keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError("mae")),
-        }[getattr(cfg.model, "head", "softmax")]
-        metrics = [metric]
-    model.compile(
-        optimizer=make_optimizer(cfg.training, steps_per_epoch),
-        loss=loss,
-        metrics=metrics,
-        jit_compile=cfg.training.jit_compile,
-        steps_per_execution=cfg.training.steps_per_execution,
-    )
-    return model
+    """The task's model, compiled by the task (inside the strategy's scope, where the caller opened it)."""
+    task = task_for(cfg)
+    return task.compile(task.build_model(), steps_per_epoch)
 
 
-def train(cfg: ExperimentConfig) -> TrainResult:
-    """Under MultiWorkerMirroredStrategy every worker runs this whole function (see training/workers.py)."""
-    strategy = setup(cfg)
-    data = build_datasets(cfg, input_shard(cfg, strategy))
+def train(cfg: ExperimentConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    """`callbacks` run first, before the run's own (TensorBoard, checkpoints, stopping), in every fit call.
+    Under MultiWorkerMirroredStrategy every worker runs this whole function (see training/workers.py)."""
+    strategy, task = setup(cfg), task_for(cfg)
+    data = task.build_inputs(input_shard(cfg, strategy))
     chief = is_chief(strategy)
     run_dir = _open_run(cfg, strategy)
     if data.vocabulary and chief:  # the export's in-graph text lookup
@@ -85,8 +62,8 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         model = compile_model(cfg, data.steps_per_epoch)
         resume = restore(run_dir, model, sweep=chief)
     with output_dir(strategy, run_dir) as out_dir:
-        callbacks = make_callbacks(cfg, out_dir, data, resume)
-        checkpoint = next(c for c in callbacks if isinstance(c, RunCheckpoint))
+        callbacks = [*callbacks, *task.callbacks(out_dir, data, resume, model)]
+        checkpoint = callbacks[-1]
         if not resume.finished:
             # Workers would stop at different steps: a multi-worker job resumes from its last epoch instead.
             alone = not multi_worker(strategy)
@@ -109,9 +86,8 @@ def train(cfg: ExperimentConfig) -> TrainResult:
         write_text_atomic(run_dir / "metrics.json", json.dumps({"test": metrics}, indent=2) + "\n")
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
     resumed_at = f"epoch {resume.epoch + 1}" + (f", step {resume.step}" if resume.step else "") if resume.path else None
-    return TrainResult(
-        run_dir, resumed_at, strategy.num_replicas_in_sync, metrics, data.skipped, chief, lambda: barrier(strategy)
-    )
+    replicas, leave = strategy.num_replicas_in_sync, lambda: barrier(strategy)
+    return TrainResult(run_dir, resumed_at, replicas, metrics, data.skipped, chief, leave, datasets=data)
 
 
 def _open_run(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -> Path:
@@ -163,7 +139,7 @@ def _sigterm_requests_checkpoint(checkpoint: RunCheckpoint):
 def plan(cfg: ExperimentConfig) -> dict:
     """What `train` would do, without training or writing anything: data, model and steps (for --dry-run)."""
     strategy = setup(cfg)
-    data = build_datasets(cfg)
+    data = task_for(cfg).build_inputs()
     with strategy.scope():
         model = compile_model(cfg, data.steps_per_epoch)
     return {
@@ -177,7 +153,7 @@ def plan(cfg: ExperimentConfig) -> dict:
 def evaluate(cfg: ExperimentConfig, run_dir: Path) -> dict:
     """Test-split metrics of a finished run's best weights."""
     strategy = setup(cfg)
-    data = build_datasets(cfg)
+    data = task_for(cfg).build_inputs()
     with strategy.scope():
         model = compile_model(cfg, steps_per_epoch=1)
     model.load_weights(run_dir / "best.weights.h5")

@@ -10,7 +10,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from kerasline.config import PROJECT_ROOT, ExperimentConfig, to_toml
+from kerasline.config import ExperimentConfig, to_toml
 from kerasline.errors import UserError
 
 PACKAGES = ["tensorflow", "keras", "tensorflow-datasets", "tensorboard", "tf2onnx", "onnx", "onnxruntime", "numpy"]
@@ -64,7 +64,7 @@ def versions() -> dict:
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "describe", "--always", "--dirty", "--abbrev=40"],
+            ["git", "-C", str(Path(__file__).resolve().parent), "describe", "--always", "--dirty", "--abbrev=40"],
             capture_output=True,
             text=True,
             timeout=10,

@@ -31,8 +31,10 @@ from kerasline.config import (
 )
 from kerasline.errors import UserError
 from kerasline.files import write_text_atomic
-from pipelines import Datasets, build_datasets
-from training.fit import compile_model, setup
+from kerasline.pipelines import Datasets
+from kerasline.shipped import is_shipped
+from kerasline.training.fit import compile_model, setup
+from kerasline.training.tasks import build_inputs
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class ExperimentHyperModel(kt.HyperModel):
     def datasets(self, cfg: ExperimentConfig) -> Datasets:
         key = to_toml(cfg)
         if self._data is None or self._data[0] != key:
-            self._data = (key, build_datasets(cfg))
+            self._data = (key, build_inputs(cfg))
         return self._data[1]
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
@@ -207,7 +209,8 @@ def write_tuned_experiment(cfg: ExperimentConfig, experiment_file: Path, overrid
         set_dotted(raw, key, json.loads(value) if isinstance(entry, Choice) else value)
     raw["name"] = f"{cfg.name}_tuned"
     validate(raw, source="tuned experiment")
-    path = experiment_file.parent / "tuned" / experiment_file.name
+    home = Path("experiments") if is_shipped(experiment_file) else experiment_file.parent  # never the install
+    path = home / "tuned" / experiment_file.name
     path.parent.mkdir(exist_ok=True)
     header = (
         f"# {cfg.name} with the best values of `kerasline tune` (trial {best['trial']}, "

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from kerasline.errors import DataError
-from pipelines.sources import load_splits
+from kerasline.pipelines.sources import load_splits
 
 
 def png(rng, h=28, w=28) -> bytes:
@@ -126,7 +126,7 @@ def test_text_that_is_not_utf8_is_read_as_out_of_vocabulary_words():
     """Scraped reviews carry stray bytes: they become U+FFFD in training and in the export alike, instead of a
     vocabulary that cannot be written out (the default standardisation fails in get_vocabulary)."""
     from kerasline.config import DataConfig
-    from pipelines.datasets import text_vectorizer
+    from kerasline.pipelines.datasets import text_vectorizer
 
     data = DataConfig(source="tfds", input="text", name="imdb_reviews", sequence_length=6, vocab_size=20)
     reviews = tf.constant([b"good movie \xff\xfe", b"bad movie caf\xe9", b"\xff\xfe good"])

@@ -99,17 +99,17 @@ def test_killed_run_without_determinism_resumes_its_optimizer_and_schedule(exper
     import keras
 
     from kerasline.config import load_experiment
-    from pipelines import build_datasets
-    from training.checkpoint import restore
-    from training.fit import compile_model
-    from training.optim import learning_rate
+    from kerasline.training.checkpoint import restore
+    from kerasline.training.fit import compile_model
+    from kerasline.training.optim import learning_rate
+    from kerasline.training.tasks import build_inputs
 
     path = experiment(deterministic=False, epochs=4)
     killed = run(path, fault="between-epochs:2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
 
     cfg = load_experiment(str(path))
-    steps = build_datasets(cfg).steps_per_epoch
+    steps = build_inputs(cfg).steps_per_epoch
     model = compile_model(cfg, steps)
     point = restore(path.parent / "runs" / "rel" / "run-001", model)
     assert (point.epoch, point.step, len(point.history)) == (2, 0, 2)

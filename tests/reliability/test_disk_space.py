@@ -18,8 +18,8 @@ def disk_nearly_full(monkeypatch):
 
 
 def test_export_refuses_before_writing(trained, disk_nearly_full):
-    from export import export_run
-    from training.runs import latest_finished_run
+    from kerasline.export import export_run
+    from kerasline.training.runs import latest_finished_run
 
     cfg = trained["cfg"]
     exports = trained["root"] / "exports" / "tiny"
@@ -30,7 +30,7 @@ def test_export_refuses_before_writing(trained, disk_nearly_full):
 
 
 def test_checkpoint_refuses_before_writing(tiny_cfg, disk_nearly_full):
-    from training.fit import train
+    from kerasline.training.fit import train
 
     with pytest.raises(UserError, match="not enough free disk space for"):
         train(tiny_cfg)

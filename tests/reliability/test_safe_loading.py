@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from kerasline.config import PROJECT_ROOT
+ROOT = Path(__file__).resolve().parents[2]
 
 SOURCES = [
-    p for d in ("kerasline", "pipelines", "models", "training", "export") for p in (PROJECT_ROOT / d).rglob("*.py")
+    p for d in ("kerasline", "pipelines", "models", "training", "export") for p in (ROOT / d).rglob("*.py")
 ]
 
 
@@ -42,7 +42,7 @@ def test_models_are_restored_from_weights_only():
 
 
 def test_servers_bind_to_loopback():
-    assert "--host 127.0.0.1" in (PROJECT_ROOT / "Makefile").read_text()
+    assert "--host 127.0.0.1" in (ROOT / "Makefile").read_text()
 
 
 @pytest.mark.parametrize("key", ["name", "export.model_name"])

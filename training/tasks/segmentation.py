@@ -1,5 +1,6 @@
-"""Segmentation losses, metrics and TensorBoard overlays. Masks are int class ids [B, H, W]; predictions are
-per-pixel probabilities [B, H, W, K]. Losses use keras.ops only."""
+"""Segmentation: a class per pixel. Targets are masks of int class ids [B, H, W] moved with their images by the
+joint augmentation; predictions are per-pixel probabilities [B, H, W, K]; losses use keras.ops only. TensorBoard
+shows mask overlays; the export takes the whole image at data.image_shape and gives `probabilities` and `mask`."""
 
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import tensorflow as tf
 from keras import ops
 
 from kerasline.config import UNetConfig
+from kerasline.models.heads import PROBABILITIES
+from kerasline.pipelines import Datasets
+from kerasline.pipelines.segmentation import make_joint_augment, segmentation_splits
+from kerasline.pipelines.sources import Shard, Splits
+from kerasline.training.tasks.base import PairAugment, Signature, Task, raw_input_function
 
 SMOOTH = 1.0  # Dice's additive smoothing: an empty class predicted empty scores a perfect 1, not 0/0
 PALETTE = np.array(  # one colour per class, repeated past 8 classes
@@ -24,6 +30,45 @@ PALETTE = np.array(  # one colour per class, repeated past 8 classes
     ],
     np.float32,
 )
+
+
+class Segmentation(Task):
+    def load_splits(self, shard: Shard | None = None) -> Splits:
+        return segmentation_splits(self.cfg.data, self.cfg.seed, shard)
+
+    def augment(self) -> PairAugment:
+        return make_joint_augment(self.cfg.data)
+
+    def build_losses(self) -> keras.losses.Loss:
+        return segmentation_loss(self.cfg.model, self.cfg.data.num_classes)
+
+    def build_metrics(self) -> list[keras.metrics.Metric]:
+        return segmentation_metrics(self.cfg.data.num_classes)
+
+    def visuals(self, log_dir: Path, data: Datasets) -> list[keras.callbacks.Callback]:
+        overlays = MaskOverlays(log_dir / "validation", data.validation, self.cfg.data.num_classes)
+        return [overlays, *super().visuals(log_dir, data)]
+
+    def signatures(self, model: keras.Model, onnx_model: keras.Model, run_dir: Path) -> dict[str, Signature]:
+        """`image` uint8 [B, H, W, C] → `probabilities` float32 [B, H, W, K] and `mask` int64 [B, H, W]. The U-Net
+        takes any side that divides by 2**depth; serving pins data.image_shape (one shape to batch)."""
+
+        def outputs(y):
+            return {PROBABILITIES: y, "mask": tf.argmax(y, axis=-1)}
+
+        serve = raw_input_function(model, self.cfg.data, outputs, image_shape=tuple(self.cfg.data.image_shape))
+        return {"serving_default": Signature(serve, self.sample_inputs())}
+
+    def output_difference(self, name: str, got: np.ndarray, reference: dict[str, np.ndarray]) -> float:
+        """An argmax over millions of pixels: where the top two probabilities lie within the tolerance of each
+        other, runtimes that agree within it may fairly pick either class. The mask compares the decided pixels."""
+        if name != "mask":
+            return super().output_difference(name, got, reference)
+        diff = np.abs(got.astype(np.float64) - reference[name].astype(np.float64))
+        top_two = np.sort(reference[PROBABILITIES], axis=-1)[..., -2:]
+        diff = diff[top_two[..., 1] - top_two[..., 0] > 2 * self.cfg.export.tolerance]
+        return float(diff.max(initial=0.0))
+
 
 
 def segmentation_loss(cfg: UNetConfig, num_classes: int) -> keras.losses.Loss:

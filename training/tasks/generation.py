@@ -1,4 +1,5 @@
-"""The GAN's own training step: alternating discriminator and generator updates on each batch of real digits.
+"""Generation: a GAN learns to draw images like the training split's from Gaussian noise; labels are not used.
+Its own training step alternates discriminator and generator updates on each batch of real images.
 
 bce (Goodfellow et al., 2014; non-saturating generator loss, as the course gives it):
     D: BCE(1, D(x)) + BCE(0, D(G(z)))         G: BCE(1, D(G(z)))
@@ -9,11 +10,18 @@ The discriminator takes `critic_steps` updates (fresh noise each) per generator 
 from [0, 255] to the generator's [-1, 1].
 """
 
+from pathlib import Path
+
 import keras
+import numpy as np
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig, GANConfig
-from models.gan import build_discriminator, build_generator
+from kerasline.config import GANConfig
+from kerasline.models.gan import build_discriminator, build_generator, fixed_noise
+from kerasline.pipelines import Datasets
+from kerasline.training.callbacks import EpochImage, image_grid
+from kerasline.training.optim import learning_rate
+from kerasline.training.tasks.base import Signature, Task, built_in_float32
 
 
 def to_unit_range(images: tf.Tensor) -> tf.Tensor:
@@ -48,10 +56,12 @@ class GAN(keras.Model):
     def call(self, noise, training=False):
         return self.generator(noise, training=training)
 
-    def compile(self, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
-        adam = dict(learning_rate=learning_rate, beta_1=self.cfg.beta_1, beta_2=self.cfg.beta_2)
-        super().compile(optimizer=keras.optimizers.Adam(**adam))
-        self.d_optimizer = keras.optimizers.Adam(**adam)
+    def compile(
+        self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer, **kwargs
+    ) -> None:
+        """keras-io's GAN signature: an optimizer per net; `kwargs` go to Keras's own compile."""
+        super().compile(optimizer=g_optimizer, **kwargs)
+        self.d_optimizer = d_optimizer
         self.optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
 
@@ -105,5 +115,58 @@ class GAN(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def build_gan(cfg: ExperimentConfig) -> GAN:
-    return GAN(cfg.model, build_generator(cfg.model, cfg.data), build_discriminator(cfg.model, cfg.data), cfg.seed)
+class Generation(Task):
+    """The DCGAN family. The export serves the generator alone: `noise` float32 [B, latent] → `image` uint8."""
+
+    def build_model(self) -> GAN:
+        model, data = self.cfg.model, self.cfg.data
+        return GAN(model, build_generator(model, data), build_discriminator(model, data), self.cfg.seed)
+
+    def compile(self, model: GAN, steps_per_epoch: int) -> GAN:
+        """Both nets use Adam at training.optimizer.learning_rate (and its schedule)."""
+        rate = learning_rate(self.cfg.training, steps_per_epoch)
+
+        def adam() -> keras.optimizers.Adam:
+            return keras.optimizers.Adam(learning_rate=rate, beta_1=self.cfg.model.beta_1, beta_2=self.cfg.model.beta_2)
+
+        model.compile(d_optimizer=adam(), g_optimizer=adam())
+        return model
+
+    @property
+    def monitor(self) -> None:
+        return None  # a GAN's losses do not measure its samples: keep the last epoch, do not stop early
+
+    def visuals(self, log_dir: Path, data: Datasets) -> list[keras.callbacks.Callback]:
+        noise = fixed_noise(64, self.cfg.model.latent_dim, self.cfg.seed)
+        return [SampleGrid(log_dir / "train", noise), *super().visuals(log_dir, data)]
+
+    def export_model(self, weights: Path) -> keras.Model:
+        gan = built_in_float32(self.build_model)
+        gan.load_weights(weights)
+        return gan.generator
+
+    def sample_inputs(self) -> dict[str, np.ndarray]:
+        return {"noise": fixed_noise(self.cfg.export.parity_samples, self.cfg.model.latent_dim, self.cfg.seed)}
+
+    def signatures(self, model: keras.Model, onnx_model: keras.Model, run_dir: Path) -> dict[str, Signature]:
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="noise")
+
+        @tf.function(input_signature=[spec])
+        def generate(noise):
+            unit_range = model(noise, training=False)
+            return {"image": tf.cast(tf.round(tf.clip_by_value((unit_range + 1.0) * 127.5, 0.0, 255.0)), tf.uint8)}
+
+        return {"serving_default": Signature(generate, self.sample_inputs())}
+
+
+class SampleGrid(EpochImage):
+    """The generator's images for one fixed batch of noise, so epochs compare like for like."""
+
+    tag = "generated_fixed_noise"
+
+    def __init__(self, log_dir: Path, noise: np.ndarray):
+        super().__init__(log_dir)
+        self.noise = noise
+
+    def image(self) -> np.ndarray:
+        return image_grid((self.model.generator(self.noise, training=False).numpy() + 1) / 2)

@@ -1,0 +1,349 @@
+"""The model families: each is a `[model]` section, registered under the one name its `name` field declares."""
+
+import functools
+import operator
+import typing
+from typing import Annotated, ClassVar, Literal, TypeVar
+
+from pydantic import Field, model_validator
+
+from kerasline.config.sections import DataConfig, Section
+
+Width = Annotated[int, Field(ge=1, le=4096)]
+
+Initializer = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
+
+
+class ImageModel(Section):
+    """A family that takes `image` input; `min_side` is the smallest image side it fits."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("image",)
+    task: ClassVar[str] = "classification"  # the one place an experiment's task is said; read it with task_of
+    size_key: ClassVar[str] = "model.name"  # the key that sets min_side, for the error message
+
+    def min_side(self) -> int:
+        return 1
+
+    def data_problem(self, data: DataConfig) -> str | None:
+        need, side = self.min_side(), min(data.image_shape[:2])
+        if need > side:
+            return (
+                f"{self.size_key}: {self.name} as configured needs images of at least {need}x{need}, "
+                f"but data.image_shape is {list(data.image_shape)}"
+            )
+        return None
+
+
+class SequenceModel(Section):
+    """A family that takes token ids (or text, vectorised inside the exported graph)."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("tokens", "text")
+    task: ClassVar[str] = "classification"
+
+    def data_problem(self, data: DataConfig) -> str | None:
+        return None
+
+
+MODEL_CONFIGS: dict[str, type[ImageModel | SequenceModel]] = {}  # by name, in the order model.name's errors list them
+Family = TypeVar("Family", bound=type[ImageModel | SequenceModel])
+
+
+def family(cls: Family) -> Family:
+    """Register a model family under its name: the one value of its `name: Literal[...]` field."""
+    (name,) = typing.get_args(cls.model_fields["name"].annotation)
+    MODEL_CONFIGS[name] = cls
+    return cls
+
+
+class BatchNormKnob(Section):
+    """Families with BatchNorm layers."""
+
+    sync_batch_norm: bool = Field(
+        True,
+        description="statistics over the global batch, as one device has them; false: per replica, "
+        "which saves 3 all-reduces per BatchNorm layer a step under a multi-replica strategy",
+    )
+
+
+@family
+class CNNConfig(BatchNormKnob, ImageModel):
+    """A VGG-style stack: blocks of 3×3 convs, each block ending in 2×2 max-pooling."""
+
+    default_space: ClassVar[dict] = {  # what `kerasline tune` searches when [tune.space] is empty
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 5e-3, "sampling": "log"},
+        "model.dropout": {"type": "float", "min": 0.1, "max": 0.5},
+        "model.dense_units": {"type": "int", "min": 64, "max": 256, "step": 64},
+        "data.augment.translation": {"type": "float", "min": 0.0, "max": 0.15},
+    }
+
+    name: Literal["cnn"] = "cnn"
+    filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=8)
+    convs_per_block: int = Field(2, ge=1, le=8)
+    batch_norm: bool = True
+    padding: Literal["same", "valid"] = Field("same", description="valid: each conv trims a pixel per edge")
+    dense_units: int = Field(128, ge=0, le=65_536, description="0: no hidden dense layer (the keras-io convnet)")
+    dropout: float = Field(0.3, ge=0, lt=1)
+    initializer: Initializer = "he_normal"
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+
+    size_key: ClassVar[str] = "model.filters"
+
+    def min_side(self) -> int:
+        side = 1
+        for _ in self.filters:  # back from a 1×1 output: each pool halves the side, each valid conv trims 2
+            side = 2 * side + (2 * self.convs_per_block if self.padding == "valid" else 0)
+        return side
+
+
+@family
+class MLPConfig(ImageModel):
+    """Dense layers on the flattened pixels, or on a bag of words (multi-hot token ids). The course's MNIST
+    MLP is hidden_units = [64, 32]; no hidden units and a sigmoid head is logistic regression."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-1, "sampling": "log"},
+        "model.dropout": {"type": "float", "min": 0.0, "max": 0.5},
+        "model.activation": {"type": "choice", "values": ["relu", "elu", "swish"]},
+    }
+
+    inputs: ClassVar[tuple[str, ...]] = ("image", "tokens", "text")
+
+    name: Literal["mlp"]
+    hidden_units: tuple[Width, ...] = Field((64, 32), max_length=16)
+    head: Literal["softmax", "sigmoid", "linear"] = Field(
+        "softmax", description="softmax: K classes; sigmoid: 2 classes, one probability; linear: a value"
+    )
+    activation: Literal["relu", "leaky_relu", "elu", "swish", "tanh", "sigmoid"] = "relu"
+    dropout: float = Field(0.0, ge=0, lt=1)
+    initializer: Initializer = "glorot_uniform"
+    l2: float = Field(0.0, ge=0)
+
+
+@family
+class LeNetConfig(ImageModel):
+    """LeNet-style: 5×5 convs to 6 and 16 channels, each then 2×2 max-pooling; dense 120 → 84 → classes."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 1e-2, "sampling": "log"},
+    }
+
+    name: Literal["lenet"]
+    activation: Literal["relu", "tanh"] = "relu"
+
+    def min_side(self) -> int:
+        return 16  # two valid 5×5 convs, each followed by a 2×2 pool, leave at least 1×1
+
+
+@family
+class WideCNNConfig(BatchNormKnob, ImageModel):
+    """Six 3×3 convs (32, 64, 128, 128, 256, 256), BatchNorm after the 1st, 3rd and 5th, a max-pool after
+    every second; dropout; dense 1024 → 512 → classes."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 5e-3, "sampling": "log"},
+        "model.dropout": {"type": "float", "min": 0.0, "max": 0.3},
+    }
+
+    name: Literal["wide_cnn"]
+    dropout: float = Field(0.05, ge=0, lt=1)
+
+    def min_side(self) -> int:
+        return 8
+
+
+@family
+class ResNetConfig(BatchNormKnob, ImageModel):
+    """A small ResNet: a 3×3 stem, stages of basic residual blocks (the first of each later stage halves
+    the side and doubles the width), global average pooling, a dense classifier."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 5e-3, "sampling": "log"},
+        "model.width": {"type": "choice", "values": [8, 16, 32]},
+    }
+
+    name: Literal["resnet"]
+    stages: tuple[Annotated[int, Field(ge=1, le=16)], ...] = Field((2, 2, 2), min_length=1, max_length=6)
+    width: int = Field(16, ge=1, le=1024, description="filters of the first stage")
+    l2: float = Field(0.0, ge=0)
+
+    size_key: ClassVar[str] = "model.stages"
+
+    def min_side(self) -> int:
+        return 2 ** (len(self.stages) - 1)
+
+
+@family
+class RNNConfig(SequenceModel):
+    """Embedding → (Bidirectional) LSTM or GRU layers → a summary of the sequence → softmax."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 1e-2, "sampling": "log"},
+        "model.units": {"type": "choice", "values": [32, 64, 128]},
+        "model.summary": {"type": "choice", "values": ["last", "mean", "max"]},
+    }
+
+    name: Literal["rnn"]
+    cell: Literal["lstm", "gru"] = "lstm"
+    embedding_dim: int = Field(64, ge=1, le=4096)
+    units: int = Field(64, ge=1, le=4096)
+    layers: int = Field(1, ge=1, le=8, description="stacked recurrent layers")
+    bidirectional: bool = True
+    summary: Literal["last", "mean", "max"] = Field("last", description="last state, or pooling over the steps")
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class EncoderKnobs(Section):
+    """A stack of Transformer encoder blocks (Vaswani et al., 2017): self-attention and a feed-forward
+    network, each with a residual connection and LayerNorm."""
+
+    d_model: int = Field(64, ge=2, le=4096)
+    heads: int = Field(4, ge=1, le=64)
+    layers: int = Field(2, ge=1, le=24)
+    ff_dim: int = Field(128, ge=1, le=16_384)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "EncoderKnobs":
+        if self.d_model % self.heads:
+            raise ValueError(f"model.heads: {self.heads} heads do not divide d_model {self.d_model}")
+        return self
+
+
+@family
+class TransformerConfig(EncoderKnobs, SequenceModel):
+    """A Transformer encoder text classifier: token + position embedding, encoder blocks, mean pooling."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3, "sampling": "log"},
+        "model.layers": {"type": "int", "min": 1, "max": 3},
+        "model.dropout": {"type": "float", "min": 0.0, "max": 0.3},
+    }
+
+    name: Literal["transformer"]
+    position: Literal["learned", "sinusoidal"] = "learned"
+
+
+@family
+class ViTConfig(EncoderKnobs, ImageModel):
+    """A Vision Transformer (Dosovitskiy et al., 2021): non-overlapping patches, linearly embedded, plus
+    learned positions, through encoder blocks, mean pooled."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 1e-4, "max": 3e-3, "sampling": "log"},
+        "model.layers": {"type": "int", "min": 1, "max": 4},
+    }
+
+    name: Literal["vit"]
+    patch_size: int = Field(4, ge=1, le=512)
+
+    def data_problem(self, data: DataConfig) -> str | None:
+        height, width, _ = data.image_shape
+        if height % self.patch_size or width % self.patch_size:
+            return (
+                f"model.patch_size: {self.patch_size} does not tile data.image_shape {list(data.image_shape)}; "
+                "use a divisor of both sides"
+            )
+        return None
+
+
+@family
+class GANConfig(ImageModel):
+    """A DCGAN (Radford et al., 2016): a transposed-conv generator from Gaussian noise and a strided-conv
+    discriminator, trained by alternating updates. loss = "wgan_gp" makes the discriminator a critic with
+    the gradient penalty of Gulrajani et al. (2017). Both nets use Adam at training.optimizer.learning_rate."""
+
+    task: ClassVar[str] = "generate"
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 5e-5, "max": 5e-4, "sampling": "log"},
+    }
+
+    name: Literal["dcgan"]
+    latent_dim: int = Field(64, ge=1, le=4096)
+    filters: int = Field(64, ge=1, le=1024, description="the discriminator's first conv; the generator mirrors it")
+    loss: Literal["bce", "wgan_gp"] = Field("bce", description="bce: non-saturating; wgan_gp: critic + penalty")
+    gp_weight: float = Field(10.0, ge=0, description="wgan_gp: the penalty's lambda")
+    critic_steps: int = Field(1, ge=1, le=20, description="discriminator updates per generator update")
+    beta_1: float = Field(0.5, ge=0, lt=1, description="both Adam optimizers' first-moment decay")
+    beta_2: float = Field(0.999, gt=0, lt=1, description="both Adam optimizers' second-moment decay")
+
+    def data_problem(self, data: DataConfig) -> str | None:
+        if tuple(data.image_shape[:2]) != (28, 28):
+            return f"model.name: dcgan generates 28x28 images, but data.image_shape is {list(data.image_shape)}"
+        return None
+
+
+@family
+class AutoencoderConfig(ImageModel):
+    """An autoencoder: image → latent → image, trained on the pixel MSE; denoise_stddev > 0 makes it a
+    denoising autoencoder (Gaussian noise on the input in the pipeline, the clean image as target)."""
+
+    task: ClassVar[str] = "reconstruct"
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 3e-3, "sampling": "log"},
+    }
+
+    name: Literal["autoencoder"]
+    kind: Literal["dense", "conv"] = "dense"
+    latent_dim: int = Field(32, ge=1, le=4096)
+    hidden_units: tuple[Width, ...] = Field((256, 128), min_length=1, max_length=8, description="dense")
+    filters: tuple[Width, ...] = Field((32, 64), min_length=1, max_length=4, description="conv: stride-2 convs")
+    denoise_stddev: float = Field(0.0, ge=0, le=1, description="input noise, as a fraction of 255; 0: off")
+
+    def data_problem(self, data: DataConfig) -> str | None:
+        side = 2 ** len(self.filters)
+        if self.kind == "conv" and any(s % side for s in data.image_shape[:2]):
+            return f"model.filters: {len(self.filters)} stride-2 convs need sides divisible by {side}"
+        return None
+
+
+@family
+class VAEConfig(AutoencoderConfig):
+    """A variational autoencoder (Kingma & Welling, 2014): the encoder gives a Gaussian's mean and
+    log-variance, z = mean + exp(log_var / 2)·eps (the reparameterisation trick), and the loss is the summed
+    pixel cross-entropy plus kl_weight × KL(q(z|x) ‖ N(0, I))."""
+
+    name: Literal["vae"]
+    latent_dim: int = Field(8, ge=1, le=4096)
+    kl_weight: float = Field(1.0, ge=0, description="beta: 1 is the evidence lower bound")
+
+
+@family
+class UNetConfig(BatchNormKnob, ImageModel):
+    """A U-Net (Ronneberger et al., 2015): an encoder of conv blocks and 2×2 max-pools, a decoder that upsamples
+    and concatenates the encoder's block at the same scale (the skip), then a per-pixel softmax."""
+
+    default_space: ClassVar[dict] = {
+        "training.optimizer.learning_rate": {"type": "float", "min": 3e-4, "max": 3e-3, "sampling": "log"},
+        "model.filters": {"type": "choice", "values": [8, 16, 32]},
+    }
+
+    task: ClassVar[str] = "segmentation"
+    name: Literal["unet"]
+    depth: int = Field(4, ge=1, le=8, description="2×2 poolings; image sides and data.crop divide by 2**depth")
+    filters: int = Field(16, ge=1, le=1024, description="filters of the first block, doubled at every depth")
+    decoder: Literal["transposed", "upsampling"] = Field(
+        "transposed", description="2×2 stride-2 transposed conv, or bilinear upsampling then a 3×3 conv"
+    )
+    batch_norm: bool = True
+    dropout: float = Field(0.0, ge=0, lt=1, description="before the bottleneck's convs")
+    loss: Literal["crossentropy", "dice", "ce_dice", "boundary_ce"] = Field(
+        "crossentropy", description="boundary_ce: cross-entropy weighted up near mask boundaries (shape-aware)"
+    )
+    boundary_weight: float = Field(5.0, ge=0, le=1000, description="boundary_ce: extra weight of boundary pixels")
+    boundary_width: int = Field(3, ge=1, le=63, description="boundary_ce: pixels within this window of a boundary")
+
+    def data_problem(self, data: DataConfig) -> str | None:
+        step = 2**self.depth
+        if data.image_shape[0] % step or data.image_shape[1] % step:
+            return (
+                f"data.image_shape: {list(data.image_shape)} does not divide by 2**model.depth = {step}; "
+                "use sides that do, or a smaller model.depth"
+            )
+        if data.crop is not None and data.crop % step:
+            return f"data.crop: {data.crop} does not divide by 2**model.depth = {step}"
+        return None
+
+
+# The [model] section: the family that model.name names.
+ModelConfig = Annotated[functools.reduce(operator.or_, MODEL_CONFIGS.values()), Field(discriminator="name")]
