@@ -12,7 +12,7 @@ SERVER ?= http://127.0.0.1:8501
 BENCH  ?=
 
 .PHONY: help setup train train-local-cluster tune evaluate export tensorboard test bench lint clean serve deploy rollback \
-	predict anomaly
+	predict anomaly runs
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
@@ -50,11 +50,17 @@ deploy: setup  ## point the stable label at EXP's newest export, if blessed
 rollback: setup  ## move the stable label back to the previous stable version
 	$(KL) rollback $(EXP) $(SET)
 
-predict: setup  ## held-out inputs through the server at SERVER (default http://127.0.0.1:8501)
-	$(KL) predict $(EXP) $(SET) --server $(SERVER)
+# INPUT without SERVER= on the command line: the local form; otherwise the server form, as before INPUT existed.
+PREDICT_LOCAL = $(and $(INPUT),$(filter-out command line,$(origin SERVER)))
+
+predict: setup  ## INPUT=path: predict files in-process (predictions.csv); else held-out inputs through SERVER
+	$(KL) predict $(EXP) $(SET) $(if $(PREDICT_LOCAL),--input $(INPUT),--server $(SERVER) $(if $(INPUT),--input $(INPUT)))
 
 anomaly: setup  ## an autoencoder EXP's reconstruction error per input (INPUT=file.npy, default: the test split)
 	$(KL) anomaly $(EXP) $(SET) $(if $(INPUT),--input $(INPUT))
+
+runs: setup  ## table of EXP's runs (every experiment's unless EXP= is given); COMPARE="run-001 run-002"
+	$(KL) runs $(if $(filter command line environment,$(origin EXP)),$(EXP) $(SET)) $(if $(COMPARE),--compare $(COMPARE))
 
 tensorboard: setup  ## serve runs/ on 127.0.0.1 (PORT=6006)
 	@echo "TensorBoard: http://127.0.0.1:$(PORT)/  (logdir runs/)"

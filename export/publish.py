@@ -10,12 +10,15 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
+from kerasline.export.card import write_model_card
 from kerasline.export.onnx_rnn import for_onnx
 from kerasline.export.repository import write_models_config, write_warmup
 from kerasline.export.signature import write_onnx, write_saved_model
@@ -45,16 +48,23 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
         for signature in signatures.values():
             write_onnx(signature.converted, str(staging / signature.onnx_file))
         report = parity_report(signatures, staging, cfg.export.tolerance, task.output_difference)
-        return publish_verified(cfg, run_dir, staging, report, signatures["serving_default"].inputs)
+        card = partial(write_model_card, cfg, run_dir, task=task, model=model, signatures=signatures)
+        return publish_verified(cfg, run_dir, staging, report, signatures["serving_default"].inputs, card)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def publish_verified(
-    cfg: ExperimentConfig, run_dir: Path, staging: Path, report: dict, warmup: dict[str, np.ndarray]
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    staging: Path,
+    report: dict,
+    warmup: dict[str, np.ndarray],
+    describe: Callable[[Path], object] = lambda staging: None,
 ) -> Path:
     """Keeps the parity report with the export and refuses a failed one; otherwise adds the warmup records (from
-    `warmup`, the serving_default inputs), publishes the staging as the next version and refreshes models.config."""
+    `warmup`, the serving_default inputs) and whatever `describe(staging)` writes (the model card), publishes the
+    staging as the next version and refreshes models.config."""
     report["run_dir"] = str(run_dir)
     (staging / "verification.json").write_text(json.dumps(report, indent=2) + "\n")
     if not report["passed"]:
@@ -62,6 +72,7 @@ def publish_verified(
             f"export of {run_dir} failed parity: max abs diff {report['max_abs_diff']} > {cfg.export.tolerance}"
         )
     write_warmup(staging, warmup)
+    describe(staging)  # before the rename: a version is never seen without its card
     version_dir = _publish(staging, Path(cfg.export.dir) / cfg.model_name)
     write_models_config(Path(cfg.export.dir))
     return version_dir

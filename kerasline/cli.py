@@ -12,6 +12,8 @@ from kerasline.config import ExperimentConfig, load_experiment, to_toml
 from kerasline.errors import Preempted, UserError
 
 DEFAULT_EXPERIMENT = "mnist_cnn"
+# predict's options of the in-process form, refused with --server rather than ignored.
+PREDICT_LOCAL = {"output": "--output", "run": "--run", "runtime": "--runtime", "top_k": "--top-k", "strict": "--strict"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is cmd_cluster_spec:
             args.command(None, args)
             return 0
-        cfg = load_experiment(args.experiment, args.overrides)
-        if args.command is not cmd_config:
+        cfg = load_experiment(args.experiment, args.overrides) if args.experiment else None  # runs: every experiment
+        if args.command not in (cmd_config, cmd_runs):  # they read files only
             _import_tensorflow_quietly()
         args.command(cfg, args)
     except UserError as e:
@@ -74,6 +76,7 @@ def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
     if args.dry_run:
         summary = plan(cfg)
+        print(summary["summary"], end="")
         print(
             f"dry run: {cfg.name}: {summary['parameters']:,} parameters, {summary['replicas']} replica(s), "
             f"{summary['steps_per_epoch']} steps per epoch × {cfg.training.epochs} epochs; nothing was written"
@@ -131,11 +134,19 @@ def cmd_tune(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 def cmd_evaluate(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
     from kerasline.config import load_experiment
     from kerasline.export.blessing import bless_newest
-    from kerasline.training.fit import evaluate
+    from kerasline.files import write_text_atomic
+    from kerasline.training.fit import evaluate, evaluate_report
+    from kerasline.training.report import report_lines
 
     run_dir = _run_dir(cfg, args)
-    evaluated = {run_dir.resolve(): evaluate(cfg, run_dir)}
-    print(f"{run_dir}  test: {_metrics_line(evaluated[run_dir.resolve()])}")
+    results = evaluate_report(cfg, run_dir)
+    evaluated = {run_dir.resolve(): results["test"]}
+    print(f"{run_dir}  test: {_metrics_line(results['test'])}")
+    # Beside metrics.json, not over it: that one is what training measured, and marks the run finished.
+    write_text_atomic(run_dir / "evaluation.json", json.dumps(results, indent=2) + "\n")
+    for line in report_lines(results["report"]):
+        print(f"  {line}")
+    print(f"report:      {run_dir / 'evaluation.json'}")
 
     def metrics_of(run: Path) -> dict:  # the newest export may come from another run: evaluate it as it was trained
         if run.resolve() not in evaluated:
@@ -173,9 +184,26 @@ def cmd_serve(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
 
 
 def cmd_predict(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
-    from kerasline.serving.predict import predict_and_print
+    """--server: inputs through a running server, as before; without it, files through the export in-process."""
+    local = {dest: getattr(args, dest) for dest in PREDICT_LOCAL if getattr(args, dest) is not None}
+    if args.server:
+        if local:
+            raise UserError(f"{', '.join(PREDICT_LOCAL[dest] for dest in local)}: only without --server")
+        from kerasline.serving.predict import predict_and_print
 
-    predict_and_print(cfg, args)
+        predict_and_print(cfg, args)
+        return
+    if args.grpc or args.label:
+        raise UserError("--grpc and --label: only with --server")
+    if args.input is None:
+        raise UserError("predict: give --input PATH to predict files in-process, or --server URL")
+    from kerasline.serving.local import predict_files
+
+    done = predict_files(cfg, args.input, version=args.version, **local)
+    print(
+        f"predicted:   {done.predicted} input(s), {done.skipped} skipped, {done.throughput:.1f} inputs/s "
+        f"with {done.version_dir} ({done.runtime}) → {done.output}"
+    )
 
 
 def cmd_export(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
@@ -201,6 +229,12 @@ def cmd_anomaly(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
         print(f"{i:>7}  {error:>10.6f}  {'yes' if error > threshold else ''}".rstrip())
     source = args.input or "the test split"
     print(f"anomalies:   {int((errors > threshold).sum())} of {len(errors)} inputs ({source}) above the threshold")
+
+
+def cmd_runs(cfg: ExperimentConfig | None, args: argparse.Namespace) -> None:
+    from kerasline.runs_table import runs_report
+
+    print(runs_report(cfg, args.compare, args.json))
 
 
 def _report_skipped(skipped: tuple[str, ...]) -> None:
@@ -253,8 +287,9 @@ def _parser() -> argparse.ArgumentParser:
         ("deploy", cmd_deploy, "point the stable (or --canary) label at a blessed version"),
         ("rollback", cmd_rollback, "move the stable label back to the previous stable version"),
         ("serve", cmd_serve, "serve the export repository: TF Serving in Docker, else the development server"),
-        ("predict", cmd_predict, "send held-out inputs (or --input FILE) to a server and print its outputs"),
+        ("predict", cmd_predict, "predict files with the newest export, in-process, or through a --server"),
         ("anomaly", cmd_anomaly, "an autoencoder's reconstruction error per input, and a validation threshold"),
+        ("runs", cmd_runs, "a table of the experiment's runs (default: every experiment's): status, times, metrics"),
     ]:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
@@ -270,6 +305,10 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--strategy", help="short for training.strategy=...; multi_worker reads the cluster from TF_CONFIG"
             )
+        if name == "runs":
+            sub.set_defaults(experiment=None)  # every experiment under runs_dir
+            sub.add_argument("--compare", nargs=2, metavar="RUN", help="config differences and results of two runs")
+            sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
         if name == "tune":
             sub.add_argument("--restart", action="store_true", help="discard this search's finished trials")
         if name == "deploy":
@@ -281,13 +320,23 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--grpc-port", type=int, default=8500, help="gRPC port (default: %(default)s)")
             sub.add_argument("--dev", action="store_true", help="the development server even if Docker answers")
         if name == "predict":
-            sub.add_argument("--server", required=True, help="REST base URL, e.g. http://127.0.0.1:8501")
-            sub.add_argument("--grpc", metavar="HOST:PORT", help="also predict over gRPC and compare")
-            sub.add_argument("--input", type=Path, help=".npy (the single input) or .npz (named inputs)")
-            sub.add_argument("--count", type=int, default=4, help="held-out inputs to send (default: %(default)s)")
+            sub.add_argument("--server", help="REST base URL, e.g. http://127.0.0.1:8501 (default: predict in-process)")
+            sub.add_argument("--grpc", metavar="HOST:PORT", help="with --server: also predict over gRPC and compare")
+            sub.add_argument(
+                "--input",
+                type=Path,
+                help="with --server: .npy (the single input) or .npz (named inputs); without: also a folder of images "
+                "(any depth), an image, or a text file (one text, or line of token ids, per input)",
+            )
+            sub.add_argument("--count", type=int, default=4, help="with --server: held-out inputs to send (default: 4)")
+            sub.add_argument("--output", type=Path, help="a .csv or .jsonl file (default: predictions.csv)")
+            sub.add_argument("--runtime", choices=("savedmodel", "onnx"), help="default: the SavedModel")
+            sub.add_argument("--top-k", type=int, help="a softmax classifier's K most probable classes (default: 1)")
+            sub.add_argument("--strict", action="store_true", default=None, help="stop at the first bad input")
             target = sub.add_mutually_exclusive_group()
-            target.add_argument("--version", type=int, help="a version (default: the server's latest)")
-            target.add_argument("--label", help="a version label, e.g. stable or canary")
+            target.add_argument("--version", type=int, help="a version (default: the newest, or the server's latest)")
+            target.add_argument("--label", help="with --server: a version label, e.g. stable or canary")
+            target.add_argument("--run", type=Path, help="the newest version exported from this run directory")
         sub.set_defaults(command=func)
     help_text = "print each worker's TF_CONFIG (worker 0 is the chief), one JSON per line, or write them"
     sub = commands.add_parser("cluster-spec", help=help_text, description=help_text)

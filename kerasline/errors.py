@@ -13,5 +13,9 @@ class DataError(UserError):
     """A data file or record that cannot be used."""
 
 
+class Diverged(UserError):
+    """Training stopped on a non-finite loss or weights; the run keeps its last good checkpoint."""
+
+
 class Preempted(Exception):
     """Training stopped on SIGTERM after writing a checkpoint; rerunning the same command resumes it."""

@@ -26,8 +26,13 @@ def remove_stale_staging(parent: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Staged beside the target, then renamed over it: a reader sees the old file or the new one, never half."""
     staging = path.with_name(f"{STAGING_PREFIX}{os.getpid()}-{path.name}")
-    staging.write_text(text)
+    staging.write_bytes(data)
     os.replace(staging, path)
 
 

@@ -28,6 +28,7 @@ from kerasline.files import (
     staging_dir,
     write_text_atomic,
 )
+from kerasline.training.curves import plot_learning_curves
 
 CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{4,}))?$")
 CALLBACK_STATE = {  # what a callback counts between epochs, so a resumed run stops when the uninterrupted would
@@ -82,7 +83,8 @@ def rng_variables(model: keras.Model) -> list:
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Writes a checkpoint after every epoch (and on SIGTERM, mid-epoch), best.weights.h5 and history.csv.
+    """Writes a checkpoint after every epoch (and on SIGTERM, mid-epoch), best.weights.h5, history.csv and
+    learning_curves.png.
 
     Must come last among the callbacks: it saves the counters the others updated for the epoch, and it
     restores them after their own on_train_begin reset them. A non-finite loss stops training and is
@@ -138,6 +140,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             self._save_best()  # before the checkpoint: a kill in between repeats this epoch, which saves it again
         self._save(epoch + 1, 0, finished=self.model.stop_training or epoch + 1 == self.total_epochs)
         write_text_atomic(self.run_dir / "history.csv", _csv(self.history))
+        plot_learning_curves(self.run_dir / "learning_curves.png", self.history, self.monitor)
 
     def _improves(self, score: float) -> bool:
         if self.best is None or self.monitor is None:  # no monitor: the last epoch is the best

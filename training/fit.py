@@ -12,14 +12,17 @@ import keras
 import tensorflow as tf
 
 from kerasline.config import ExperimentConfig
-from kerasline.errors import Preempted, UserError
+from kerasline.errors import Diverged, Preempted, UserError
 from kerasline.files import write_text_atomic
 from kerasline.pipelines import Datasets
 from kerasline.training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
-from kerasline.training.runs import open_run, run_path
+from kerasline.training.runlog import console_log
+from kerasline.training.runs import open_run, recorded, run_path
 from kerasline.training.strategy import make_strategy
-from kerasline.training.tasks import task_for
+from kerasline.training.tasks import Task, task_for
 from kerasline.training.workers import barrier, from_chief, input_shard, is_chief, multi_worker, output_dir, worker_name
+
+VERBOSITY = {"bar": 1, "epoch": 2, "silent": 0}  # training.verbose → model.fit's verbose
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,20 @@ def train(cfg: ExperimentConfig, callbacks: Sequence[keras.callbacks.Callback] =
     data = task.build_inputs(input_shard(cfg, strategy))
     chief = is_chief(strategy)
     run_dir = _open_run(cfg, strategy)
+    with recorded(run_dir, write=chief), console_log(run_dir / "run.log", enabled=chief):
+        return _train_run(cfg, callbacks, strategy, task, data, run_dir, chief)
+
+
+def _train_run(
+    cfg: ExperimentConfig,
+    callbacks: Sequence[keras.callbacks.Callback],
+    strategy: tf.distribute.Strategy,
+    task: Task,
+    data: Datasets,
+    run_dir: Path,
+    chief: bool,
+) -> TrainResult:
+    """train() once its run is open (run.json and run.log record it): fit, resumed; best weights; test metrics."""
     if data.vocabulary and chief:  # the export's in-graph text lookup
         write_text_atomic(run_dir / "vocabulary.json", json.dumps(data.vocabulary) + "\n")
     with strategy.scope():
@@ -72,7 +89,7 @@ def train(cfg: ExperimentConfig, callbacks: Sequence[keras.callbacks.Callback] =
         barrier(strategy)  # the chief's last best.weights.h5 is written before any worker reads it
     if checkpoint.diverged:
         last_good = newest_checkpoint(run_dir / "backup")
-        raise UserError(
+        raise Diverged(
             f"training diverged {checkpoint.diverged}; "
             f"last good checkpoint: {last_good or 'none (it diverged in the first epoch)'}; nothing was exported"
         )
@@ -83,7 +100,8 @@ def train(cfg: ExperimentConfig, callbacks: Sequence[keras.callbacks.Callback] =
     model.load_weights(run_dir / "best.weights.h5")
     metrics = _test_metrics(model, data.test)  # a collective under MultiWorkerMirroredStrategy: every worker runs it
     if chief:
-        write_text_atomic(run_dir / "metrics.json", json.dumps({"test": metrics}, indent=2) + "\n")
+        results = {"test": metrics, "report": task.report(model, data.test)}  # the chief's own: no collective
+        write_text_atomic(run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
     resumed_at = f"epoch {resume.epoch + 1}" + (f", step {resume.step}" if resume.step else "") if resume.path else None
     replicas, leave = strategy.num_replicas_in_sync, lambda: barrier(strategy)
@@ -107,7 +125,8 @@ def _open_run(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -> Path:
 def _fit(model: keras.Model, data: Datasets, resume: ResumePoint, callbacks: list) -> None:
     """Continues from the resume point: first the rest of a part-done epoch (after SIGTERM), then the others."""
     epoch, epochs, steps = resume.epoch, data.cfg.training.epochs, data.steps_per_epoch
-    common = dict(validation_data=data.validation, callbacks=callbacks, shuffle=False, verbose=2)  # seeded stream
+    verbose = VERBOSITY[data.cfg.training.verbose]
+    common = dict(validation_data=data.validation, callbacks=callbacks, shuffle=False, verbose=verbose)  # seeded stream
     if resume.step:
         rest = _stream(model, data, epoch, epoch + 1, skip_steps=resume.step)
         model.fit(rest, steps_per_epoch=steps - resume.step, initial_epoch=epoch, epochs=epoch + 1, **common)
@@ -147,17 +166,38 @@ def plan(cfg: ExperimentConfig) -> dict:
         "steps_per_epoch": data.steps_per_epoch,
         "parameters": model.count_params(),
         "skipped": data.skipped,
+        "summary": _summary(model),
     }
+
+
+def _summary(model: keras.Model) -> str:
+    """model.summary() as plain text: with a print_fn Keras renders it without terminal colours, in one string."""
+    parts = []
+    model.summary(print_fn=parts.append)
+    return "".join(parts)
 
 
 def evaluate(cfg: ExperimentConfig, run_dir: Path) -> dict:
     """Test-split metrics of a finished run's best weights."""
+    model, data = _restored(cfg, run_dir)
+    return _test_metrics(model, data.test)
+
+
+def evaluate_report(cfg: ExperimentConfig, run_dir: Path) -> dict:
+    """What metrics.json holds, recomputed from a finished run's best weights: {"test": metrics, "report": the
+    task's report}."""
+    model, data = _restored(cfg, run_dir)
+    return {"test": _test_metrics(model, data.test), "report": task_for(cfg).report(model, data.test)}
+
+
+def _restored(cfg: ExperimentConfig, run_dir: Path) -> tuple[keras.Model, Datasets]:
+    """The run's compiled model with its best weights, and the experiment's datasets."""
     strategy = setup(cfg)
     data = task_for(cfg).build_inputs()
     with strategy.scope():
         model = compile_model(cfg, steps_per_epoch=1)
     model.load_weights(run_dir / "best.weights.h5")
-    return _test_metrics(model, data.test)
+    return model, data
 
 
 def _test_metrics(model: keras.Model, test: tf.data.Dataset) -> dict:

@@ -108,6 +108,9 @@ class TrainingConfig(Section):
     early_stopping_patience: int | None = Field(5, ge=1, le=10_000)
     jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: Keras decides (off on a CPU)")
     steps_per_execution: int = Field(1, ge=1, le=10_000, description="training steps per traced call")
+    verbose: Literal["bar", "epoch", "silent"] = Field(
+        "epoch", description="what fit prints (and run.log keeps): a progress bar, one line per epoch, or nothing"
+    )
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
 

@@ -6,7 +6,7 @@ metrics, visuals and exports side by side; this base class holds what most tasks
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -40,7 +40,7 @@ class Signature:
     onnx_function: Function | None = None  # default: onnx_reference
     onnx_reference: Function | None = None  # default: function
     onnx_inputs: dict[str, np.ndarray] | None = None  # default: inputs
-    resources: tuple = field(default=())  # layers whose resources the graph uses (a text lookup table)
+    resources: tuple = ()  # layers whose resources the graph uses (a text lookup table)
 
     @property
     def onnx_pair(self) -> tuple[Function, dict[str, np.ndarray]]:
@@ -131,6 +131,12 @@ class Task:
             return []
         return [AugmentedImages(log_dir / "train", data.train(0, 1))]
 
+    # Report
+    def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
+        """What a practitioner reads first beyond the test metrics, from the batched test split, in the shapes
+        training/report.py names; {} where the metrics say it all (a GAN's losses)."""
+        return {}
+
     # Export
     def export_model(self, weights: Path) -> keras.Model:
         """The trained model rebuilt in float32, whatever precision it was trained in, with portable recurrent
@@ -155,6 +161,18 @@ class Task:
     def output_difference(self, name: str, got: np.ndarray, reference: dict[str, np.ndarray]) -> float:
         """The parity check's difference between an export's output `name` and the Keras model's."""
         return float(np.max(np.abs(got.astype(np.float64) - reference[name].astype(np.float64)), initial=0.0))
+
+    # Prediction
+    def readable(self, outputs: dict[str, np.ndarray], top_k: int = 1) -> list[dict]:
+        """serving_default's outputs for a batch ({name: [B, ...]}) as `kerasline predict` writes them, one row per
+        input: {column: a number}, or an image (uint8 [H, W] or [H, W, C]) that is written as a PNG file and
+        replaced by its path. `top_k`: how many of the most probable classes, where the outputs have classes."""
+        raise NotImplementedError
+
+    def onnx_feed(self, run_dir: Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        """serving_default's raw inputs → what the export's model.onnx takes (see Signature): the same, unless
+        ONNX cannot take them. `run_dir`: the run the export came from."""
+        return lambda inputs: inputs
 
 
 def built_in_float32(build: Callable[[], keras.Model]) -> keras.Model:

@@ -3,6 +3,7 @@
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -13,6 +14,7 @@ from kerasline.config import DataConfig
 from kerasline.models.heads import PROBABILITIES, PROBABILITY, VALUE
 from kerasline.pipelines import Datasets
 from kerasline.pipelines.datasets import text_vectorizer
+from kerasline.training.report import predictions, result
 from kerasline.training.tasks.base import Function, Signature, Task, raw_input_function
 
 # A head's loss, its metric and the metric's name.
@@ -21,6 +23,9 @@ HEADS = {
     "sigmoid": (keras.losses.BinaryCrossentropy, keras.metrics.BinaryAccuracy, "accuracy"),
     "linear": (keras.losses.MeanSquaredError, keras.metrics.MeanAbsoluteError, "mae"),
 }
+TOP_K = 5  # the report's top-k accuracy, given where there are at least this many classes
+CALIBRATION_BINS = 10  # equal-width confidence bins of the expected calibration error
+AUC_THRESHOLDS = 1001  # Keras's ROC curve points: confident models put most scores within 1% of 0 or 1
 
 
 class Classification(Task):
@@ -34,6 +39,15 @@ class Classification(Task):
     def build_metrics(self) -> list[keras.metrics.Metric]:
         _, metric, name = HEADS[self.head]
         return [metric(name=name)]
+
+    def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
+        """Labels: class_report's figures; a linear head: regression_report's."""
+        targets, outputs = predictions(model, test)
+        if self.head == "linear":
+            return regression_report(targets, outputs[:, 0])
+        if self.head == "sigmoid":  # the probability of class 1: as both classes' probabilities
+            outputs = np.concatenate([1.0 - outputs, outputs], axis=-1)
+        return class_report(targets, outputs)
 
     def visuals(self, log_dir: Path, data: Datasets) -> list[keras.callbacks.Callback]:
         if self.cfg.data.target != "class":
@@ -64,7 +78,7 @@ class Classification(Task):
         if vectorize is not None:  # ONNX has no standard string ops: the ONNX file takes the token ids
             onnx_data = data.model_copy(update={"input": "tokens"})
             onnx_reference = self.serving_function(model, onnx_data)
-            onnx_inputs = {"tokens": vectorize(inputs["text"]).numpy().astype(np.int32)}
+            onnx_inputs = token_ids_of(vectorize)(inputs)
         serve = self.serving_function(model, data, vectorize)
         signature = Signature(
             serve,
@@ -82,6 +96,98 @@ class Classification(Task):
             return None
         vocabulary = json.loads((run_dir / "vocabulary.json").read_text(encoding="utf-8"))
         return text_vectorizer(self.cfg.data, vocabulary=vocabulary[2:])  # without the padding and OOV entries
+
+    def readable(self, outputs: dict[str, np.ndarray], top_k: int = 1) -> list[dict]:
+        """softmax: `class_id` and `probability` of the most probable class, then `class_id_2`, `probability_2`
+        and on to the `top_k`-th; sigmoid: `class_id` and `probability` (of class 1); linear: `value`."""
+        if self.head == "linear":
+            return [{VALUE: float(value)} for value in outputs[VALUE]]
+        if self.head == "sigmoid":
+            return [
+                {"class_id": int(c), PROBABILITY: float(p)}
+                for c, p in zip(outputs["class_id"], outputs[PROBABILITY], strict=True)
+            ]
+        probabilities = outputs[PROBABILITIES]
+        ranked = np.argsort(-probabilities, axis=-1, kind="stable")[:, :top_k]
+        return [_ranked(row, classes) for row, classes in zip(probabilities, ranked, strict=True)]
+
+    def onnx_feed(self, run_dir: Path) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        """Text: the ONNX file takes token ids, looked up with the run's vocabulary as the export's was."""
+        vectorize = self._run_vectorizer(run_dir)
+        return super().onnx_feed(run_dir) if vectorize is None else token_ids_of(vectorize)
+
+
+def _ranked(probabilities: np.ndarray, classes: np.ndarray) -> dict:
+    """`classes` [k] in rank order with their `probabilities` [K]: class_id, probability, class_id_2, ..."""
+    row = {}
+    for rank, c in enumerate(classes, 1):
+        suffix = "" if rank == 1 else f"_{rank}"
+        row |= {f"class_id{suffix}": int(c), f"{PROBABILITY}{suffix}": float(probabilities[c])}
+    return row
+
+
+def token_ids_of(vectorize: keras.layers.TextVectorization) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """{"text": strings [B]} → {"tokens": int32 [B, L]}: the lookup the SavedModel does in its graph, done before
+    ONNX (which has no standard string ops)."""
+    return lambda inputs: {"tokens": vectorize(inputs["text"]).numpy().astype(np.int32)}
+
+
+def class_report(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Labels int [N] against probabilities [N, K] (K ≥ 2), decided by argmax: each class's precision, recall, F1
+    and support, macro-F1, top-5 accuracy (K ≥ 5), ROC-AUC (K = 2), expected calibration error and the confusion
+    matrix (rows true, columns predicted)."""
+    num_classes, labels = probabilities.shape[-1], labels.astype(np.int64).reshape(-1)
+    probabilities = probabilities.astype(np.float32)
+    matrix = confusion_matrix(labels, probabilities.argmax(-1), num_classes)
+    hits = np.diag(matrix)
+    # Keras's Precision and Recall threshold each class's score on its own: these are of the argmax decision.
+    precision, recall = hits / np.maximum(matrix.sum(0), 1), hits / np.maximum(matrix.sum(1), 1)
+    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+    f1 = result(keras.metrics.F1Score(average=None, threshold=None), one_hot, probabilities)  # threshold None: argmax
+    columns = zip(precision, recall, f1, matrix.sum(1), strict=True)
+    report = {
+        "per_class": {
+            str(c): {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for c, (p, r, f, n) in enumerate(columns)
+        },
+        "macro_f1": float(f1.mean()),
+    }
+    if num_classes >= TOP_K:
+        top_k = keras.metrics.SparseTopKCategoricalAccuracy(k=TOP_K)
+        report[f"top_{TOP_K}_accuracy"] = float(result(top_k, labels, probabilities))
+    if num_classes == 2:
+        report["roc_auc"] = float(result(keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS), labels, probabilities[:, 1]))
+    report["expected_calibration_error"] = expected_calibration_error(labels, probabilities)
+    return report | {"confusion_matrix": matrix.tolist()}
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts [K, K]: row the true class, column the predicted one."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix
+
+
+def expected_calibration_error(labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """Σ over equal-width bins of the top probability (the confidence; bin b holds [b/bins, (b+1)/bins), the last
+    also 1) of (the bin's share of inputs) × |its accuracy − its mean confidence|."""
+    confidence = probabilities.max(-1).astype(np.float64)
+    correct = (probabilities.argmax(-1) == labels).astype(np.float64)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    # share × |accuracy − confidence| = |Σ correct − Σ confidence| / N, bin by bin
+    gaps = np.abs(np.bincount(which, correct, bins) - np.bincount(which, confidence, bins))
+    return float(gaps.sum() / len(labels))
+
+
+def regression_report(values: np.ndarray, predicted: np.ndarray) -> dict:
+    """MAE, RMSE and R² of predicted against true values (each [N])."""
+    y, p = (np.asarray(a, np.float32).reshape(-1, 1) for a in (values, predicted))
+    metrics = {
+        "mae": keras.metrics.MeanAbsoluteError(),
+        "rmse": keras.metrics.RootMeanSquaredError(),
+        "r2": keras.metrics.R2Score(),
+    }
+    return {name: float(result(metric, y, p)) for name, metric in metrics.items()}
 
 
 class ConfusionMatrix(keras.callbacks.Callback):
@@ -104,8 +210,7 @@ class ConfusionMatrix(keras.callbacks.Callback):
             predicted = probabilities.argmax(-1)
         else:  # a sigmoid head: the probability of class 1
             predicted = (probabilities[:, 0] > 0.5).astype(int)
-        matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
-        np.add.at(matrix, (self.labels, predicted), 1)
+        matrix = confusion_matrix(self.labels, predicted, self.num_classes)
         with self.writer.as_default():
             tf.summary.image("confusion_matrix", render_confusion_matrix(matrix)[None], step=epoch)
 

@@ -158,6 +158,10 @@ class Generation(Task):
 
         return {"serving_default": Signature(generate, self.sample_inputs())}
 
+    def readable(self, outputs: dict[str, np.ndarray], top_k: int = 1) -> list[dict]:
+        """`image`: the generated image, as a PNG (from an .npy of noise)."""
+        return [{"image": image} for image in outputs["image"]]
+
 
 class SampleGrid(EpochImage):
     """The generator's images for one fixed batch of noise, so epochs compare like for like."""

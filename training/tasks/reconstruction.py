@@ -16,6 +16,7 @@ from kerasline.pipelines import Datasets
 from kerasline.pipelines.datasets import ReconstructionDatasets
 from kerasline.pipelines.sources import Shard
 from kerasline.training.callbacks import EpochImage, image_grid
+from kerasline.training.report import distribution
 from kerasline.training.tasks.base import Signature, Task
 
 THRESHOLD_PERCENTILE = 99.0  # an input is an anomaly above this percentile of the validation errors
@@ -71,10 +72,17 @@ class Reconstruction(Task):
             "decode": Signature(decode, latent, onnx_file="decoder.onnx"),
         }
 
+    def readable(self, outputs: dict[str, np.ndarray], top_k: int = 1) -> list[dict]:
+        """`error`: the reconstruction's mean squared error, the anomaly score."""
+        return [{"error": float(error)} for error in outputs["error"]]
+
     def anomaly_scores(self, run_dir: Path, images: np.ndarray | None = None) -> dict:
         """{"errors": per input, "threshold": the validation errors' 99th percentile, "validation_count"}; without
         `images`, the test split is scored. The float32 model the export serves computes them."""
-        model = self.export_model(run_dir / "best.weights.h5")
+        return self.scores(self.export_model(run_dir / "best.weights.h5"), images)
+
+    def scores(self, model: keras.Model, images: np.ndarray | None = None) -> dict:
+        """anomaly_scores by `model`."""
         splits = self.load_splits()
         validation = np.stack([x for x, _ in splits.validation.as_numpy_iterator()])
         if images is None:
@@ -84,6 +92,17 @@ class Reconstruction(Task):
             "errors": reconstruction_errors(model, images),
             "threshold": float(np.percentile(validation_errors, THRESHOLD_PERCENTILE)),
             "validation_count": len(validation_errors),
+        }
+
+    def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
+        """The test images' reconstruction errors (mean, std, percentiles 50/90/99) and the anomaly threshold, as
+        `kerasline anomaly` scores them: the clean images (the batched split holds a denoiser's noisy inputs)."""
+        scores = self.scores(model)
+        return {
+            "reconstruction_error": distribution(scores["errors"], (50, 90, 99)),
+            "anomaly_threshold": scores["threshold"],
+            "test_count": len(scores["errors"]),
+            "validation_count": scores["validation_count"],
         }
 
     def load_images(self, path: Path) -> np.ndarray:

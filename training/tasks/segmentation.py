@@ -14,8 +14,10 @@ from kerasline.models.heads import PROBABILITIES
 from kerasline.pipelines import Datasets
 from kerasline.pipelines.segmentation import make_joint_augment, segmentation_splits
 from kerasline.pipelines.sources import Shard, Splits
+from kerasline.training.report import batches, distribution
 from kerasline.training.tasks.base import PairAugment, Signature, Task, raw_input_function
 
+PERCENTILES = (10, 50, 90)  # the report's spread of each class's per-image IoU and Dice
 SMOOTH = 1.0  # Dice's additive smoothing: an empty class predicted empty scores a perfect 1, not 0/0
 PALETTE = np.array(  # one colour per class, repeated past 8 classes
     [
@@ -59,6 +61,12 @@ class Segmentation(Task):
         serve = raw_input_function(model, self.cfg.data, outputs, image_shape=tuple(self.cfg.data.image_shape))
         return {"serving_default": Signature(serve, self.sample_inputs())}
 
+    def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
+        """segmentation_report of the test images' argmax masks."""
+        num_classes = self.cfg.data.num_classes
+        matrices = [image_confusion(masks, outputs.argmax(-1), num_classes) for masks, outputs in batches(model, test)]
+        return segmentation_report(np.concatenate(matrices))
+
     def output_difference(self, name: str, got: np.ndarray, reference: dict[str, np.ndarray]) -> float:
         """An argmax over millions of pixels: where the top two probabilities lie within the tolerance of each
         other, runtimes that agree within it may fairly pick either class. The mask compares the decided pixels."""
@@ -69,6 +77,51 @@ class Segmentation(Task):
         diff = diff[top_two[..., 1] - top_two[..., 0] > 2 * self.cfg.export.tolerance]
         return float(diff.max(initial=0.0))
 
+    def readable(self, outputs: dict[str, np.ndarray], top_k: int = 1) -> list[dict]:
+        """`mask`: each pixel's class as a grey PNG, as training reads masks (with two classes, class 1 is 255)."""
+        num_classes = self.cfg.data.num_classes
+        masks = outputs["mask"].astype(np.uint8 if num_classes <= 256 else np.uint16)
+        if num_classes == 2:
+            masks *= 255
+        return [{"mask": mask} for mask in masks]
+
+
+def image_confusion(masks: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixel counts [N, K, K], one confusion matrix per image of true masks and predicted masks [N, H, W]."""
+    pairs = masks.reshape(len(masks), -1).astype(np.int64) * num_classes + predicted.reshape(len(masks), -1)
+    counts = [np.bincount(image, minlength=num_classes * num_classes) for image in pairs]
+    return np.stack(counts).reshape(-1, num_classes, num_classes)
+
+
+def overlap(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(IoU, Dice) per class [..., K] of confusion matrices [..., K, K]: TP / (TP + FP + FN) and
+    2·TP / (2·TP + FP + FN), as mean_iou and dice count them; NaN where a class is in neither mask."""
+    hits = np.diagonal(matrices, axis1=-2, axis2=-1).astype(np.float64)
+    both = matrices.sum(-1) + matrices.sum(-2)  # 2·TP + FP + FN
+    with np.errstate(invalid="ignore"):
+        return hits / (both - hits), 2.0 * hits / both
+
+
+def segmentation_report(matrices: np.ndarray) -> dict:
+    """From per-image confusion matrices [N, K, K]: each class's IoU, Dice and pixel count over all the images,
+    and the mean, std and percentiles of each class's IoU and Dice image by image (over the images where the class
+    is in either mask)."""
+    iou, dice = overlap(matrices.sum(0))
+    image_iou, image_dice = overlap(matrices)
+    pixels = matrices.sum((0, 2))
+    classes = range(matrices.shape[-1])
+    return {
+        "per_class": {
+            str(c): {"iou": _defined(iou[c]), "dice": _defined(dice[c]), "pixels": int(pixels[c])} for c in classes
+        },
+        "per_image_iou": {str(c): distribution(image_iou[:, c], PERCENTILES) for c in classes},
+        "per_image_dice": {str(c): distribution(image_dice[:, c], PERCENTILES) for c in classes},
+        "images": len(matrices),
+    }
+
+
+def _defined(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def segmentation_loss(cfg: UNetConfig, num_classes: int) -> keras.losses.Loss:

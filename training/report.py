@@ -1,0 +1,71 @@
+"""The task report: what a practitioner reads first about a trained model, beyond its test loss and metric.
+
+Each task's `report(model, test)` (training/tasks/) returns a JSON-ready dict of a few shapes that every reader
+renders alike: a number, a dict of numbers (one line), a dict of dicts (a table, one row per key: per-class
+figures), or a list of lists (a matrix: the confusion matrix). metrics.json keeps it under `report`, beside `test`.
+"""
+
+from collections.abc import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def batches(model: keras.Model, dataset: tf.data.Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(targets, outputs) per batch, the model in inference mode. Called directly, not through `model.predict`:
+    a plain call is no collective, so under MultiWorkerMirroredStrategy the chief computes the report alone."""
+    for x, y in dataset:
+        yield np.asarray(y), np.asarray(model(x, training=False), np.float32)
+
+
+def predictions(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """All of a dataset's (targets, outputs), in order."""
+    pairs = list(batches(model, dataset))
+    return np.concatenate([y for y, _ in pairs]), np.concatenate([p for _, p in pairs])
+
+
+def distribution(values: np.ndarray, percentiles: tuple[int, ...]) -> dict[str, float | None]:
+    """Mean, std and the given percentiles (keys p50, p90, ...); None each where there are no values."""
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]  # a per-image figure is undefined where a class is absent from both masks
+    if values.size == 0:
+        return {"mean": None, "std": None, **{f"p{q}": None for q in percentiles}}
+    summary = {"mean": float(values.mean()), "std": float(values.std())}
+    return summary | {f"p{q}": float(np.percentile(values, q)) for q in percentiles}
+
+
+def result(metric: keras.metrics.Metric, *update: np.ndarray) -> np.ndarray:
+    """One Keras metric over the whole split at once."""
+    metric.update_state(*update)
+    return np.asarray(metric.result(), np.float64)
+
+
+def report_lines(report: dict) -> list[str]:
+    """The report as plain text: numbers and one-line dicts as `name: value`, tables with a header row, matrices
+    row by row."""
+    lines = []
+    for name, value in report.items():
+        if is_table(value):
+            header = ["class", *next(iter(value.values()))]
+            rows = [[key, *map(number, cells.values())] for key, cells in value.items()]
+            lines += [f"{name}:", *("  " + "".join(f"{cell:>12}" for cell in row) for row in [header, *rows])]
+        elif isinstance(value, list):
+            lines += [f"{name}:", *("  " + " ".join(f"{v:>6}" for v in row) for row in value)]
+        elif isinstance(value, dict):
+            lines.append(f"{name}: " + "  ".join(f"{k} {number(v)}" for k, v in value.items()))
+        else:
+            lines.append(f"{name}: {number(value)}")
+    return lines
+
+
+def number(value: float | int | None) -> str:
+    """A report figure as text: counts as they are, fractions to 6 significant digits, `-` where undefined."""
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+def is_table(value) -> bool:
+    """A dict of dicts: one row per key (a class), one column per inner key."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, dict) for v in value.values())
