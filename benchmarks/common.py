@@ -6,7 +6,7 @@ from run.py.
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -17,18 +17,6 @@ from kerasline.training.fit import compile_model, setup, train
 from kerasline.training.tasks import build_inputs
 
 TABLE_HEADER = ("figure", "value", "target", "met?")
-
-
-def median_ms(call: Callable[[], object], calls: int, warmup: int = 10) -> float:
-    """Median wall time of `call` in milliseconds, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 class EpochTimer(keras.callbacks.Callback):

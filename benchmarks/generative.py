@@ -26,9 +26,10 @@ import onnxruntime as ort
 import tensorflow as tf
 
 import kerasline.training.fit
-from benchmarks.common import format_table, median_ms, steady, train_default
+from benchmarks.common import format_table, steady, train_default
 from kerasline.config import ExperimentConfig, load_experiment
 from kerasline.models.gan import fixed_noise
+from kerasline.timing import median_ms
 from kerasline.training.tasks import task_for
 
 EXPERIMENTS = ("digits_dcgan", "digits_wgan_gp", "digits_autoencoder", "digits_conv_autoencoder", "digits_vae")

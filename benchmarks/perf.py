@@ -24,10 +24,11 @@ import onnxruntime as ort
 import tensorflow as tf
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from benchmarks.common import median_ms, met, pipeline_overhead
+from benchmarks.common import met, pipeline_overhead
 from kerasline.config import load_experiment
 from kerasline.export import export_run
 from kerasline.files import write_text_atomic
+from kerasline.timing import median_ms
 from kerasline.training.tasks import build_inputs, task_for
 
 ROOT = Path(__file__).resolve().parents[1]

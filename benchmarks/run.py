@@ -48,7 +48,6 @@ from benchmarks.common import (
     EpochTimer,
     format_table,
     fresh_model,
-    median_ms,
     met,
     pipeline_overhead,
     steady,
@@ -65,6 +64,7 @@ from kerasline.config import ExperimentConfig, experiment_path, load_experiment
 from kerasline.export import export_run
 from kerasline.export.repository import model_dirs
 from kerasline.files import write_text_atomic
+from kerasline.timing import median_ms
 from kerasline.training.runs import versions
 from kerasline.training.tasks import task_for
 from kerasline.tuning import tune

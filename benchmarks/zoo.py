@@ -9,9 +9,10 @@ from pathlib import Path
 import onnxruntime as ort
 import tensorflow as tf
 
-from benchmarks.common import median_ms, met, steady, train_default
+from benchmarks.common import met, steady, train_default
 from kerasline.config import load_experiment
 from kerasline.export import export_run
+from kerasline.timing import median_ms
 from kerasline.training.tasks import task_for
 
 ZOO = [

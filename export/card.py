@@ -9,9 +9,6 @@ latencies are measured here, at export, on one held-out input.
 import json
 import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -19,6 +16,7 @@ import tensorflow as tf
 
 from kerasline.config import DataConfig, ExperimentConfig, task_of, to_toml
 from kerasline.shipped import find, shipped_dir
+from kerasline.timing import median_ms
 from kerasline.training.report import is_table, number
 from kerasline.training.runs import versions
 from kerasline.training.tasks import Signature, Task
@@ -166,21 +164,11 @@ def _latency(signature: Signature, version_dir: Path) -> list[str]:
         "SavedModel (serving_default)": lambda: [t.numpy() for t in signature.function(**saved_model_input).values()],
         f"ONNX Runtime (`{signature.onnx_file}`, CPU)": lambda: session.run(None, onnx_input),
     }
-    rows = [[runtime, f"{_median_ms(call):.3f}"] for runtime, call in runs.items()]
+    rows = [[runtime, f"{median_ms(call, LATENCY_CALLS, warmup=1):.3f}"] for runtime, call in runs.items()]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
     how = f"the median of {LATENCY_CALLS} calls on one held-out input, after one warm-up call; not a benchmark"
     summary = f"Measured at export on this machine ({machine}): {how}."
     return ["## Latency at batch 1", "", summary, "", *_table(["runtime", "median ms"], rows)]
-
-
-def _median_ms(call: Callable[[], object]) -> float:
-    call()  # the first call may build kernels or caches: not timed
-    seconds = []
-    for _ in range(LATENCY_CALLS):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return 1000 * statistics.median(seconds)
 
 
 def _versions() -> list[str]:

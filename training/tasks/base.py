@@ -148,7 +148,10 @@ class Task:
                 layer.use_cudnn = False
         return model
 
-    def signatures(self, model: keras.Model, run_dir: Path) -> dict[str, Signature]:
+    def signatures(self, model: keras.Model, onnx_model: keras.Model, run_dir: Path) -> dict[str, Signature]:
+        """Every signature the export serves, by name. `onnx_model`: the copy the ONNX files are converted from (the
+        model itself where no layer needs rewriting for ONNX); `run_dir`: the run, for what it saved beside the
+        weights (a text model's vocabulary)."""
         raise NotImplementedError
 
     def sample_inputs(self) -> dict[str, np.ndarray]:
