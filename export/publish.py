@@ -23,7 +23,7 @@ from kerasline.export.onnx_rnn import for_onnx
 from kerasline.export.repository import write_models_config, write_warmup
 from kerasline.export.signature import write_onnx, write_saved_model
 from kerasline.export.verify import parity_report
-from kerasline.files import ensure_free_space, remove_stale_staging, staging_dir
+from kerasline.files import ensure_free_space, remove_stale_staging, staging_dir, written_or_disk_full
 from kerasline.training.tasks import task_for
 
 
@@ -43,13 +43,20 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
     # The SavedModel and each ONNX file hold the float32 weights once; graphs and metadata are small beside them.
     ensure_free_space(root, (1 + len(signatures)) * sum(w.numpy().nbytes for w in model.weights), "an export")
     staging = staging_dir(root)
-    try:
+
+    def write() -> Path:
         write_saved_model(model, signatures, str(staging))
         for signature in signatures.values():
             write_onnx(signature.converted, str(staging / signature.onnx_file))
         report = parity_report(signatures, staging, cfg.export.tolerance, task.output_difference)
         card = partial(write_model_card, cfg, run_dir, task=task, model=model, signatures=signatures)
         return publish_verified(cfg, run_dir, staging, report, signatures["serving_default"].inputs, card)
+
+    def outcome() -> str:  # after a full disk; once the staging is renamed, only models.config was left to write
+        return "nothing was published" if staging.exists() else "the version was published, models.config was not"
+
+    try:
+        return written_or_disk_full(write, f"an export of {run_dir}", root, outcome)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

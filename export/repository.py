@@ -5,22 +5,26 @@
 <repo>/<model>/blessings/<v>.json  BLESSED or NOT_BLESSED for version v, with the reasons and the metrics
 <repo>/models.config               ModelServerConfig (text proto) with every model, rewritten whenever the above change
 <repo>/batching.config             BatchingParameters for --enable_batching, written once; yours to tune
+<repo>/.lock                       flock'd around every read-modify-write of labels.json and models.config, so
+                                   concurrent deploy, rollback and export processes each see the others' result
 """
 
 import json
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from kerasline.errors import UserError
-from kerasline.files import write_text_atomic
+from kerasline.files import locked, write_text_atomic
 
 # Where the serving container mounts the repository (kerasline serve, serving/deploy/); models.config uses it.
 CONTAINER_ROOT = "/models"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's own limit on a warmup file
 LABELS = ("stable", "canary")
+LOCK = ".lock"
 BATCHING = {"max_batch_size": 32, "batch_timeout_micros": 2000, "max_enqueued_batches": 100, "num_batch_threads": 4}
 
 
@@ -77,34 +81,36 @@ def write_blessing(model_dir: Path, version: int, record: dict) -> Path:
 def deploy(repo: Path, model: str, version: int | None, label: str) -> int:
     """Point `label` at a blessed version (default: the newest) and rewrite models.config."""
     model_dir = _model_dir(repo, model)
-    version = version if version is not None else versions(model_dir)[-1]
-    if version not in versions(model_dir):
-        raise UserError(f"{model}: no version {version} under {model_dir} (versions: {versions(model_dir)})")
-    blessing = read_blessing(model_dir, version)
-    if blessing is None or blessing["verdict"] != "BLESSED":
-        why = "; ".join(blessing["reasons"]) if blessing else "never evaluated: run kerasline evaluate"
-        raise UserError(f"{model} version {version} is not blessed ({why}); nothing deployed")
-    labels = read_labels(model_dir)
-    previous = current_labels(model_dir).get(label)
-    if label == "stable":
-        if previous != version:
-            labels["stable"].append(version)
-    else:
-        labels["canary"] = version
-    _record(model_dir, labels, "deploy", label, version, previous)
-    write_models_config(repo)
+    with _locked(repo):
+        version = version if version is not None else versions(model_dir)[-1]
+        if version not in versions(model_dir):
+            raise UserError(f"{model}: no version {version} under {model_dir} (versions: {versions(model_dir)})")
+        blessing = read_blessing(model_dir, version)
+        if blessing is None or blessing["verdict"] != "BLESSED":
+            why = "; ".join(blessing["reasons"]) if blessing else "never evaluated: run kerasline evaluate"
+            raise UserError(f"{model} version {version} is not blessed ({why}); nothing deployed")
+        labels = read_labels(model_dir)
+        previous = current_labels(model_dir).get(label)
+        if label == "stable":
+            if previous != version:
+                labels["stable"].append(version)
+        else:
+            labels["canary"] = version
+        _record(model_dir, labels, "deploy", label, version, previous)
+        _write_models_config(repo)
     return version
 
 
 def rollback(repo: Path, model: str) -> tuple[int, int]:
     """Move `stable` back to the version it pointed at before the last deploy; returns (from, to)."""
     model_dir = _model_dir(repo, model)
-    labels = read_labels(model_dir)
-    if len(labels["stable"]) < 2:
-        raise UserError(f"{model}: no earlier stable version to roll back to (stable history: {labels['stable']})")
-    current = labels["stable"].pop()
-    _record(model_dir, labels, "rollback", "stable", labels["stable"][-1], current)
-    write_models_config(repo)
+    with _locked(repo):
+        labels = read_labels(model_dir)
+        if len(labels["stable"]) < 2:
+            raise UserError(f"{model}: no earlier stable version to roll back to (stable history: {labels['stable']})")
+        current = labels["stable"].pop()
+        _record(model_dir, labels, "rollback", "stable", labels["stable"][-1], current)
+        _write_models_config(repo)
     return current, labels["stable"][-1]
 
 
@@ -114,6 +120,13 @@ def served_versions(model_dir: Path) -> list[int]:
 
 
 def write_models_config(repo: Path) -> Path:
+    """models.config (and batching.config, once) from the repository as it is now, under its lock: of several
+    processes publishing at once, the last to write sees every version the others published."""
+    with _locked(repo):
+        return _write_models_config(repo)
+
+
+def _write_models_config(repo: Path) -> Path:
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -131,6 +144,11 @@ def write_models_config(repo: Path) -> Path:
         text = "".join(f"{key} {{ value: {value} }}\n" for key, value in BATCHING.items())
         write_text_atomic(repo / "batching.config", text)
     return path
+
+
+def _locked(repo: Path) -> AbstractContextManager[None]:
+    """The repository's lock, for a read-modify-write of labels.json or models.config (milliseconds long)."""
+    return locked(repo / LOCK, f"{repo}/models.config")
 
 
 def _model_dir(repo: Path, model: str) -> Path:

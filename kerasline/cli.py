@@ -10,6 +10,7 @@ from pathlib import Path
 from kerasline import __version__
 from kerasline.config import ExperimentConfig, load_experiment, to_toml
 from kerasline.errors import Preempted, UserError
+from kerasline.files import out_of_space
 
 DEFAULT_EXPERIMENT = "mnist_cnn"
 # predict's options of the in-process form, refused with --server rather than ignored.
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except Exception as e:
+        if not out_of_space(e):  # a full disk where no writer of ours says so (TensorBoard's event files)
+            raise
+        print(f"error: no space left on device ({str(e).strip().splitlines()[0][:200]})", file=sys.stderr)
+        return 2
     return 0
 
 

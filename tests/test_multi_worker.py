@@ -201,6 +201,76 @@ def test_a_job_whose_worker_died_resumes_from_the_chiefs_checkpoint(pair, tmp_pa
         np.testing.assert_array_equal(array, uninterrupted[name], err_msg=name)
 
 
+def end_job(procs: list[subprocess.Popen]) -> None:
+    """What kerasline.cluster does to the rest of a job once a worker failed: SIGTERM, SIGKILL after its grace."""
+    from kerasline.cluster import _end
+
+    _end(procs)
+
+
+def test_the_chief_killed_mid_epoch_then_a_worker_killed_mid_checkpoint_the_job_resumes_exactly(pair, tmp_path):
+    """Two faults in one job's life, each followed by a restart of every worker, as a launcher or the Job does:
+    the chief SIGKILLed mid-epoch; then, in the restarted job, worker 1 SIGKILLed while the chief writes a checkpoint
+    (the chief is held there until it is, then ended with the job). Each restart resumes from the chief's newest
+    complete checkpoint, and the job ends with the uninterrupted pair's weights."""
+    (tmp_path / "pair.toml").write_text(EXPERIMENT)
+    train = ["train", "pair.toml", "--strategy", "multi_worker"]
+    backup = tmp_path / "runs" / "pair" / "run-001" / "backup"
+
+    # The chief SIGKILLs itself after step 5 of epoch 2 (of 2); worker 1, waiting on it at its next step, is ended.
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    chief = start([str(FAULTY), "mid-epoch:1:5", *train], tmp_path, worker_env(workers, 0))
+    worker = start(["-m", "kerasline.cli", *train], tmp_path, worker_env(workers, 1))
+    try:
+        chief.wait(timeout=300)
+    finally:
+        end_job([worker])
+        (_, _, chief_stderr), _ = finish([chief, worker], timeout=60)
+    assert chief.returncode == -signal.SIGKILL, chief_stderr[-3000:]
+    assert sorted(p.name for p in backup.iterdir()) == ["epoch-0001"]  # epoch 2 was not checkpointed
+
+    # Restarted: the chief resumes at epoch 2 and, writing its checkpoint, holds once its weights file is staged;
+    # then worker 1 is SIGKILLed and the job ended.
+    held = tmp_path / "held"
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    chief = start([str(FAULTY), "hold-checkpoint:1", *train], tmp_path, worker_env(workers, 0, FAULTY_MARKER=str(held)))
+    worker = start(["-m", "kerasline.cli", *train], tmp_path, worker_env(workers, 1))
+    try:
+        deadline = time.monotonic() + 300
+        while not held.exists():
+            assert chief.poll() is None and worker.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=60)
+        end_job([chief])
+    finally:
+        (_, chief_stdout, chief_stderr), (_, _, worker_stderr) = finish([chief, worker], timeout=60)
+    assert worker.returncode == -signal.SIGKILL, worker_stderr[-3000:]
+    assert chief.returncode in (-signal.SIGTERM, -signal.SIGKILL), chief_stderr[-3000:]
+    assert re.search(r"^Epoch 2/2$", chief_stdout, re.M) and not re.search(r"^Epoch 1/2$", chief_stdout, re.M)
+    (half,) = backup.glob(f".tmp-{chief.pid}-*")  # the chief's checkpoint of epoch 2, half-written
+    assert sorted(p.name for p in half.iterdir()) == ["model.weights.h5"]
+    assert sorted(p.name for p in backup.iterdir() if p != half) == ["epoch-0001"]
+
+    # Restarted again (training only: the test above restarts through the launcher and exports).
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    driver = ["-c", DRIVER, "pair.toml"]
+    procs = [start([*driver, f"w{i}.npz", "multi_worker"], tmp_path, worker_env(workers, i)) for i in (0, 1)]
+    (chief_code, chief_stdout, chief_stderr), (worker_code, _, worker_stderr) = finish(procs)
+    assert chief_code == worker_code == 0, chief_stderr[-3000:] + worker_stderr[-3000:]
+    assert [line for line in chief_stdout.splitlines() if line.startswith("Epoch ")] == ["Epoch 2/2"]
+    assert not list(tmp_path.rglob(".tmp-*"))  # the half checkpoint was swept, never taken for a good one
+    # Exact, as the tests above: deterministic, and resumed from the same state on the same kernels.
+    for i in (0, 1):
+        for a, b in zip(load(tmp_path / f"w{i}.npz"), load(pair["folders"]["workers"] / f"w{i}.npz"), strict=True):
+            np.testing.assert_array_equal(a, b)  # the weights fit ended with
+    uninterrupted = h5_arrays(pair["folders"]["workers"] / "runs" / "pair" / "run-001" / "best.weights.h5")
+    resumed = h5_arrays(tmp_path / "runs" / "pair" / "run-001" / "best.weights.h5")
+    assert resumed.keys() == uninterrupted.keys()
+    for name, array in resumed.items():
+        np.testing.assert_array_equal(array, uninterrupted[name], err_msg=name)
+
+
 SHARDED = """
 name = "sharded"
 seed = 3

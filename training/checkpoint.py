@@ -5,6 +5,9 @@ mid-epoch) holding the weights with the optimizer state, the random-generator st
 state.json (history, best score, early-stopping and plateau counters). It is written into a staging
 directory and renamed into place, so a kill at any moment leaves either the whole checkpoint or none.
 With the seeded input stream, a resumed deterministic run repeats an uninterrupted one exactly.
+
+A disk that fills up during a write (the free-space check passed, then something else took the space) ends the
+run with a one-line UserError, whichever library reported it; the half-written files are removed.
 """
 
 import csv
@@ -27,6 +30,7 @@ from kerasline.files import (
     remove_stale_staging,
     staging_dir,
     write_text_atomic,
+    written_or_disk_full,
 )
 from kerasline.training.curves import plot_learning_curves
 
@@ -138,9 +142,14 @@ class RunCheckpoint(keras.callbacks.Callback):
         if score is not None and math.isfinite(score) and self._improves(score):
             self.best = score
             self._save_best()  # before the checkpoint: a kill in between repeats this epoch, which saves it again
-        self._save(epoch + 1, 0, finished=self.model.stop_training or epoch + 1 == self.total_epochs)
-        write_text_atomic(self.run_dir / "history.csv", _csv(self.history))
-        plot_learning_curves(self.run_dir / "learning_curves.png", self.history, self.monitor)
+        saved = self._save(epoch + 1, 0, finished=self.model.stop_training or epoch + 1 == self.total_epochs)
+
+        def write() -> None:
+            write_text_atomic(self.run_dir / "history.csv", _csv(self.history))
+            plot_learning_curves(self.run_dir / "learning_curves.png", self.history, self.monitor)
+
+        kept = f"the checkpoint {saved} is kept"
+        written_or_disk_full(write, "history.csv and learning_curves.png", self.run_dir, kept)
 
     def _improves(self, score: float) -> bool:
         if self.best is None or self.monitor is None:  # no monitor: the last epoch is the best
@@ -150,21 +159,34 @@ class RunCheckpoint(keras.callbacks.Callback):
     def _save_best(self) -> None:
         staging = self.run_dir / f"{STAGING_PREFIX}{os.getpid()}-best.weights.h5"
         ensure_free_space(self.run_dir, _weights_bytes(self.model), "the best weights")
-        self.model.save_weights(staging)
-        os.replace(staging, self.run_dir / "best.weights.h5")
+
+        def write() -> None:
+            self.model.save_weights(staging)
+            os.replace(staging, self.run_dir / "best.weights.h5")
+
+        try:
+            written_or_disk_full(write, "the best weights", self.run_dir, "the previous best.weights.h5 is kept")
+        finally:
+            staging.unlink(missing_ok=True)
 
     def _save(self, epoch: int, step: int, finished: bool) -> Path:
         ensure_free_space(self.backup, _weights_bytes(self.model), "a checkpoint")
         staging = staging_dir(self.backup)
-        try:
+        target = self.backup / (f"epoch-{epoch:04d}" + (f"-step-{step:04d}" if step else ""))
+
+        def write() -> None:
             self.model.save_weights(staging / "model.weights.h5")
             rng = {f"rng_{i}": np.asarray(v) for i, v in enumerate(rng_variables(self.model))}
             np.savez(staging / "rng.npz", **rng)
             state = {"epoch": epoch, "step": step, "finished": finished, "history": self.history}
             state |= {"best": self.best, "callbacks": self.states}
             (staging / "state.json").write_text(json.dumps(state))
-            target = self.backup / (f"epoch-{epoch:04d}" + (f"-step-{step:04d}" if step else ""))
             os.rename(staging, target)  # the commit point
+
+        try:
+            kept = newest_checkpoint(self.backup)
+            resume = f"the newest complete checkpoint is {kept.name}" if kept else "there is no complete checkpoint"
+            written_or_disk_full(write, f"the checkpoint {target.name}", self.backup, f"it was not kept; {resume}")
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         for path in self.backup.iterdir():

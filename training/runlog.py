@@ -27,8 +27,9 @@ class Tee:
         written = self.console.write(text)
         if not self.log.closed:  # a handler may keep the stream after the run: it then writes to the console only
             *lines, self.pending = (self.pending + text).split("\n")
-            for line in lines:
-                self.log.write(ANSI.sub("", line.rsplit("\r", 1)[-1]) + "\n")
+            with contextlib.suppress(OSError):  # a full disk loses log lines, never the console's
+                for line in lines:
+                    self.log.write(ANSI.sub("", line.rsplit("\r", 1)[-1]) + "\n")
         return written
 
     def close_log(self) -> None:
@@ -56,7 +57,8 @@ def console_log(path: Path, enabled: bool = True) -> Iterator[None]:
                 yield
         except Exception as e:
             expected = isinstance(e, UserError | Preempted)  # one line; anything else with its traceback
-            log.writelines(traceback.format_exception_only(e) if expected else traceback.format_exception(e))
+            with contextlib.suppress(OSError):  # a full disk: the error reaches the console all the same
+                log.writelines(traceback.format_exception_only(e) if expected else traceback.format_exception(e))
             raise
 
 

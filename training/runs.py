@@ -2,7 +2,8 @@
 
 runs/<experiment>/run-NNN/ holds config.toml (resolved), versions.json, logs/ (TensorBoard),
 backup/ (resume state), best.weights.h5 (chosen on validation), history.csv, learning_curves.png, run.log (the
-console), run.json (start, end and status) and metrics.json.
+console), run.json (start, end and status) and metrics.json. While a process trains a run it holds the run's
+.lock (flock, with its pid): a second `train` of the same experiment starts its own run instead of writing into it.
 """
 
 import contextlib
@@ -16,25 +17,76 @@ from pathlib import Path
 
 from kerasline.config import ExperimentConfig, to_toml
 from kerasline.errors import Diverged, Preempted, UserError
-from kerasline.files import write_text_atomic
+from kerasline.files import lock_holder, try_lock, unlock, write_text_atomic
 
 RECORD = "run.json"
 ENDINGS = {Diverged: "diverged", Preempted: "preempted"}  # any other error: "failed"
+LOCK = ".lock"  # in the run directory, held by the process training the run
 PACKAGES = ["tensorflow", "keras", "tensorflow-datasets", "tensorboard", "tf2onnx", "onnx", "onnxruntime", "numpy"]
+_held: dict[Path, int] = {}  # the runs this process holds (resolved path → lock fd), released by `recorded`
+
+
+class RunInUse(UserError):
+    """A run that another live process holds."""
+
+    def __init__(self, run_dir: Path, pid: int | None):
+        self.pid = pid
+        by = f"process {pid}" if pid else "another process"
+        super().__init__(f"{run_dir} is in use by {by}, which is training it; it can be resumed once that process ends")
 
 
 def open_run(cfg: ExperimentConfig) -> Path:
-    """The unfinished run with this exact config if there is one (to resume), else a new run."""
+    """The unfinished run with this exact config if there is one and no live process holds it (to resume), else a
+    new run; this process holds it until `recorded` ends."""
     root = Path(cfg.runs_dir) / cfg.name
     runs = run_dirs(root)
     resolved = to_toml(cfg)
+    busy = None
     if runs and not (runs[-1] / "metrics.json").exists() and _read(runs[-1] / "config.toml") == resolved:
-        return runs[-1]
-    run_dir = run_path(cfg, int(runs[-1].name[4:]) + 1 if runs else 1)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.toml").write_text(resolved)
-    (run_dir / "versions.json").write_text(json.dumps(versions(), indent=2) + "\n")
+        try:
+            claim_run(runs[-1])
+            return runs[-1]
+        except RunInUse as e:
+            busy = e
+    run_dir = _new_run(root, resolved)
+    if busy:
+        print(f"{runs[-1]} is in use by process {busy.pid or '(unknown)'}: starting {run_dir}")
     return run_dir
+
+
+def _new_run(root: Path, resolved: str) -> Path:
+    """The next free run-NNN, locked before its config.toml is written: a run a resume could match is always held
+    by its creator first. mkdir fails on a number another process just took: take the next."""
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        runs = run_dirs(root)
+        run_dir = root / f"run-{int(runs[-1].name[4:]) + 1 if runs else 1:03d}"
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        claim_run(run_dir)
+        (run_dir / "config.toml").write_text(resolved)
+        (run_dir / "versions.json").write_text(json.dumps(versions(), indent=2) + "\n")
+        return run_dir
+
+
+def claim_run(run_dir: Path) -> None:
+    """Holds the run for this process (already held by it: nothing to do), or raises RunInUse naming the live
+    process that does. A lock whose holder died is free again (see kerasline.files.try_lock): crash-resume works."""
+    if run_dir.resolve() in _held:
+        return
+    fd = try_lock(run_dir / LOCK)
+    if fd is None:
+        raise RunInUse(run_dir, lock_holder(run_dir / LOCK))
+    _held[run_dir.resolve()] = fd
+
+
+def release_run(run_dir: Path) -> None:
+    """Lets the run go (removing its .lock); a run this process does not hold: nothing."""
+    fd = _held.pop(run_dir.resolve(), None)
+    if fd is not None:
+        unlock(fd, run_dir / LOCK)
 
 
 def run_path(cfg: ExperimentConfig, number: int) -> Path:
@@ -53,7 +105,7 @@ def recorded(run_dir: Path, write: bool = True) -> Iterator[None]:
     """run.json: status "unfinished" while the block runs, then finished, diverged, preempted or failed, with the
     end time and the error. `started` is the first attempt's; `wall_s` sums the attempts that ended (a resumed run
     adds to it). A killed process never leaves the block: its run stays unfinished, with no end (nor wall time).
-    write: False on the non-chief workers."""
+    write: False on the non-chief workers. The run's lock (open_run) is released when the block ends."""
     if not write:
         yield
         return
@@ -69,9 +121,13 @@ def recorded(run_dir: Path, write: bool = True) -> Iterator[None]:
     try:
         yield
     except Exception as e:  # KeyboardInterrupt is not one: Ctrl-C leaves the run unfinished, to resume
-        _write_record(run_dir, _ended(record, began, _ending(e)) | {"error": str(e)})
+        with contextlib.suppress(OSError):  # a disk full to the last byte: the error itself matters more
+            _write_record(run_dir, _ended(record, began, _ending(e)) | {"error": str(e)})
         raise
-    _write_record(run_dir, _ended(record, began, "finished"))
+    else:
+        _write_record(run_dir, _ended(record, began, "finished"))
+    finally:
+        release_run(run_dir)
 
 
 def read_record(run_dir: Path) -> dict | None:
