@@ -130,3 +130,20 @@ def format_table(rows: Sequence[tuple[str, str, str, str]]) -> str:
     lines = [TABLE_HEADER, *rows]
     widths = [max(len(row[i]) for row in lines) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines)
+
+
+def with_marked_section(markdown: str, current: str, markers: tuple[str, str], section: str | None = None) -> str:
+    """`markdown` (RESULTS.md as generated) with an item's section, between its `markers`, at the end: `section`
+    when given, else the one `current` (the file as it stands) holds, so regenerating the other items keeps it."""
+    begin, end = markers
+
+    def split(text: str) -> tuple[str, str]:
+        if begin not in text or end not in text:
+            return text, ""
+        head, rest = text.split(begin, 1)
+        block, tail = rest.split(end, 1)
+        return head.rstrip("\n") + "\n" + tail.lstrip("\n"), begin + block + end + "\n"
+
+    body, _ = split(markdown)
+    section = section if section is not None else split(current)[1]
+    return body.rstrip("\n") + "\n\n" + section if section else body

@@ -14,9 +14,16 @@
 10-12. The performance suite (benchmarks/perf.py): training against PyTorch and the levers, every experiment's input
    pipeline, ONNX Runtime (float32 and int8) against the SavedModel; it regenerates benchmarks/RESULTS.md.
 13. Segmentation: the U-Net experiment trained by `train`: IoU on held-out slices, throughput, parity, latency.
+14. Tabular: the penguins experiments' test accuracy / MAE beside baselines fitted on the same split
+   (benchmarks/tabular.py).
+15. Transfer: test accuracy from scratch and from an earlier run (`model.init_from`) with 10 and 50 labels per class
+   (benchmarks/transfer.py).
 
 `python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
 `python -m benchmarks.run --perf [--quick]` runs items 10-12 alone (PyTorch: the `bench` extra).
+`python -m benchmarks.run --tabular [--quick]` runs item 14 alone.
+`python -m benchmarks.run --transfer [--quick]` runs item 15 alone.
+`python -m benchmarks.run --soak [--quick]` runs the soak item alone (benchmarks/soak.py; never part of the full run).
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
 (real TF Serving) that serves the repository DIR.
 """
@@ -43,7 +50,7 @@ import onnxruntime as ort
 import tensorflow as tf
 
 import kerasline.training.fit
-from benchmarks import perf
+from benchmarks import perf, soak
 from benchmarks.common import (
     EpochTimer,
     format_table,
@@ -57,6 +64,14 @@ from benchmarks.generative import generative_item
 from benchmarks.generative import table_rows as generative_table_rows
 from benchmarks.serving import serving_item
 from benchmarks.serving import table_rows as serving_table_rows
+from benchmarks.tabular import results_section as tabular_section
+from benchmarks.tabular import table_rows as tabular_table_rows
+from benchmarks.tabular import tabular_item
+from benchmarks.tabular import with_section as with_tabular_section
+from benchmarks.transfer import results_section as transfer_section
+from benchmarks.transfer import table_rows as transfer_table_rows
+from benchmarks.transfer import transfer_item
+from benchmarks.transfer import with_section as with_transfer_section
 from benchmarks.zoo import table_rows as zoo_table_rows
 from benchmarks.zoo import zoo_item
 from kerasline.cluster import free_ports, tf_configs
@@ -416,6 +431,8 @@ def table(results: dict) -> str:
     rows += generative_table_rows(results["generative"])
     rows += perf.table_rows(results["performance"])
     rows += segmentation_rows(results["segmentation"])
+    rows += tabular_table_rows(results["tabular"])
+    rows += transfer_table_rows(results["transfer"])
     return format_table(rows)
 
 
@@ -451,6 +468,40 @@ def perf_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def tabular_only(args: argparse.Namespace) -> int:
+    """Item 14 alone: its table rows, results JSON, and its section of benchmarks/RESULTS.md (the rest kept)."""
+    started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
+        item = tabular_item(Path(tmp), args.quick)
+    results = {**run_record(args.quick, started, start, load_before), "tabular": item}
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    current = perf.RESULTS_MD.read_text() if perf.RESULTS_MD.exists() else ""
+    section = tabular_section(item, started, results["mode"])
+    write_text_atomic(perf.RESULTS_MD, with_tabular_section(current, current, section))
+    print(f"\nkerasline tabular item ({results['mode']}, {results['elapsed_s']:.0f} s, load {load_before:.2f})")
+    print(format_table(tabular_table_rows(item)))
+    print(f"\nresults: {args.out}, {perf.RESULTS_MD}")
+    return 0
+
+
+def transfer_only(args: argparse.Namespace) -> int:
+    """Item 15 alone: its table rows, results JSON, and its section of benchmarks/RESULTS.md (the rest kept)."""
+    started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
+        item = transfer_item(Path(tmp), args.quick)
+    results = {**run_record(args.quick, started, start, load_before), "transfer": item}
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    current = perf.RESULTS_MD.read_text() if perf.RESULTS_MD.exists() else ""
+    section = transfer_section(item, started, results["mode"])
+    write_text_atomic(perf.RESULTS_MD, with_transfer_section(current, current, section))
+    print(f"\nkerasline transfer item ({results['mode']}, {results['elapsed_s']:.0f} s, load {load_before:.2f})")
+    print(format_table(transfer_table_rows(item)))
+    print(f"\nresults: {args.out}, {perf.RESULTS_MD}")
+    return 0
+
+
 def run_record(quick: bool, started: str, start: float, load_before: float) -> dict:
     """What every results JSON opens with: the mode, when and for how long, the machine and its load, the versions."""
     return {
@@ -465,7 +516,14 @@ def run_record(quick: bool, started: str, start: float, load_before: float) -> d
 def write_perf_outputs(results: dict, out: Path) -> None:
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     markdown = perf.results_markdown(results["performance"], results["machine"], results["started"], results["mode"])
-    write_text_atomic(perf.RESULTS_MD, markdown)
+    # Item 14's section: this run's when it ran item 14, else the one RESULTS.md already holds.
+    current = perf.RESULTS_MD.read_text() if perf.RESULTS_MD.exists() else ""
+    tabular = results.get("tabular")
+    section = tabular_section(tabular, results["started"], results["mode"]) if tabular else None
+    markdown = with_tabular_section(markdown, current, section)
+    transfer = results.get("transfer")  # item 15's likewise
+    section = transfer_section(transfer, results["started"], results["mode"]) if transfer else None
+    write_text_atomic(perf.RESULTS_MD, with_transfer_section(markdown, current, section))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -473,14 +531,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"shrink everything ({' '.join(QUICK_OVERRIDES)})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
     parser.add_argument("--perf", action="store_true", help="items 10-12 only: PyTorch race, pipelines, ONNX")
+    parser.add_argument("--tabular", action="store_true", help="item 14 only: the penguins experiments, baselines")
+    parser.add_argument("--transfer", action="store_true", help="item 15 only: init_from against scratch, few labels")
+    parser.add_argument("--soak", action="store_true", help="the soak run alone: 16 clients, 10 min")
     parser.add_argument("--server", help="item 6 only, against this REST URL (e.g. real TF Serving)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="with --server: its gRPC address")
     parser.add_argument("--repo", type=Path, help="with --server: the repository it serves (in-process reference)")
     args = parser.parse_args(argv)
+    if args.soak:
+        return soak.main([*(["--quick"] if args.quick else []), "--out", str(args.out)])
     if args.server:
         return serving_only(args)
     if args.perf:
         return perf_only(args)
+    if args.tabular:
+        return tabular_only(args)
+    if args.transfer:
+        return transfer_only(args)
     epochs = 2 if args.quick else 3
     started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
     # Other work on the machine skews every timing here; the load average before we start is the witness.
@@ -510,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
         suite = perf.performance_suite(Path(tmp), args.quick)
         print(f"[13] segmentation: {SEGMENTATION_EXPERIMENT} trained in full, exported, timed", flush=True)
         seg = segmentation(Path(tmp), args.quick)
+        print("[14] tabular: the penguins experiments beside baselines on the same split", flush=True)
+        tab = tabular_item(Path(tmp), args.quick)
+        print("[15] transfer: init_from against scratch with 10 and 50 labels per class", flush=True)
+        transfer = transfer_item(Path(tmp), args.quick)
 
     results = {
         **run_record(args.quick, started, start, load_before),
@@ -527,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         "generative": generative,
         "performance": suite,
         "segmentation": seg,
+        "tabular": tab,
+        "transfer": transfer,
     }
     write_perf_outputs(results, args.out)
     print(

@@ -38,6 +38,7 @@ def write_model_card(
     sections = [
         _model(cfg, run_dir, model),
         _data(cfg.data, task),
+        *([section] if (section := task.card_section(run_dir)) else []),
         _metrics(run_dir),
         _parity(version_dir),
         _signatures(signatures),
@@ -78,9 +79,10 @@ def _count(split: tf.data.Dataset) -> int:
 
 def _provenance(data: DataConfig) -> dict[str, str]:
     """A shipped sample's row of data/README.md's table, column by column (what, source, ...); {} for other data."""
-    if data.source != "samples":
+    suffix = {"samples": ".npz", "csv": ".csv"}.get(data.source)
+    if suffix is None:
         return {}
-    candidates = [Path(data.name)] if data.name.endswith(".npz") else [find("data", f"{data.name}.npz")]
+    candidates = [Path(data.name)] if data.name.endswith(suffix) else [find("data", f"{data.name}{suffix}")]
     path = next((p for p in [*candidates, find("data", data.name)] if p.exists()), None)
     readme = shipped_dir("data") / "README.md"
     if path is None or path.resolve().parent != readme.resolve().parent or not readme.is_file():

@@ -1,6 +1,6 @@
 """Run a SavedModel's signatures in this (fresh) process:
 
-    python -m kerasline.export.reload DIR IN.npz OUT.npz
+python -m kerasline.export.reload DIR IN.npz OUT.npz
 """
 
 import sys
@@ -22,8 +22,13 @@ def main(saved_model: str, inputs: str, outputs: str) -> None:
     for signature, given in grouped.items():
         prefix = f"{signature}/" if signature else ""
         result = signatures[signature or "serving_default"](**given)
-        results |= {f"{prefix}{name}": t.numpy() for name, t in result.items()}
+        results |= {f"{prefix}{name}": _savable(t.numpy()) for name, t in result.items()}
     np.savez(outputs, **results)
+
+
+def _savable(array: np.ndarray) -> np.ndarray:
+    """Strings (object arrays of bytes) as fixed-width bytes: an .npz read without pickle cannot hold objects."""
+    return array.astype(bytes) if array.dtype == object else array
 
 
 if __name__ == "__main__":

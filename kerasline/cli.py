@@ -85,7 +85,7 @@ def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
         print(summary["summary"], end="")
         print(
             f"dry run: {cfg.name}: {summary['parameters']:,} parameters, {summary['replicas']} replica(s), "
-            f"{summary['steps_per_epoch']} steps per epoch × {cfg.training.epochs} epochs; nothing was written"
+            f"{summary['steps_per_epoch']} steps per epoch × {cfg.training.total_epochs} epochs; nothing was written"
         )
         _report_skipped(summary["skipped"])
         return

@@ -17,8 +17,10 @@ def build_encoder(cfg: AutoencoderConfig, data: DataConfig) -> keras.Model:
         for units in cfg.hidden_units:
             x = layers.Dense(units, activation="relu")(x)
     else:
-        for filters in cfg.filters:
-            x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+        for block, filters in enumerate(cfg.filters):
+            # Named as a CNN's first conv of each block (models/cnn.py): a CNN with one conv per block and no
+            # BatchNorm can start from a trained encoder (model.init_from).
+            x = layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu", name=f"block{block}_conv0")(x)
         x = layers.Flatten()(x)
     if isinstance(cfg, VAEConfig):
         outputs = [layers.Dense(cfg.latent_dim, name="mean")(x), layers.Dense(cfg.latent_dim, name="log_var")(x)]

@@ -26,6 +26,8 @@ def build_cnn(cfg: CNNConfig, data: DataConfig) -> keras.Model:
 
     inputs = keras.Input(shape=tuple(data.image_shape), name="image")
     x = layers.Rescaling(1 / 255)(inputs)
+    if cfg.input_size:
+        x = layers.Resizing(cfg.input_size, cfg.input_size, name="resize")(x)
     for block, filters in enumerate(cfg.filters):
         for i in range(cfg.convs_per_block):
             x = layers.Conv2D(filters, 3, name=f"block{block}_conv{i}", **conv_kwargs)(x)
@@ -37,9 +39,8 @@ def build_cnn(cfg: CNNConfig, data: DataConfig) -> keras.Model:
     x = layers.Flatten()(x)
     x = layers.Dropout(cfg.dropout)(x)
     if cfg.dense_units:
-        x = layers.Dense(
-            cfg.dense_units, activation="relu", kernel_initializer=cfg.initializer, kernel_regularizer=regularizer
-        )(x)
+        dense = dict(activation="relu", kernel_initializer=cfg.initializer, kernel_regularizer=regularizer)
+        x = layers.Dense(cfg.dense_units, name="hidden", **dense)(x)  # named: model.init_from matches by name
         x = layers.Dropout(cfg.dropout)(x)
     probabilities = float32_head(x, data.num_classes, "softmax", PROBABILITIES, kernel_regularizer=regularizer)
     return keras.Model(inputs, probabilities, name="cnn")

@@ -8,11 +8,11 @@ import keras
 from kerasline.config import (
     AutoencoderConfig,
     CNNConfig,
-    DataConfig,
     ExperimentConfig,
     GANConfig,
     LeNetConfig,
     MLPConfig,
+    PretrainedConfig,
     ResNetConfig,
     RNNConfig,
     TransformerConfig,
@@ -26,13 +26,14 @@ from kerasline.models.cnn import build_cnn
 from kerasline.models.gan import build_generator
 from kerasline.models.lenet import build_lenet
 from kerasline.models.mlp import build_mlp
+from kerasline.models.pretrained import build_pretrained
 from kerasline.models.resnet import build_resnet
 from kerasline.models.rnn import build_rnn
 from kerasline.models.transformer import build_transformer, build_vit
 from kerasline.models.unet import build_unet
 from kerasline.models.wide_cnn import build_wide_cnn
 
-Builder = Callable[[Any, DataConfig], keras.Model]  # (the family's config, DataConfig) → model
+Builder = Callable[..., keras.Model]  # (the family's config, DataConfig, what the data decides) → model
 
 # Looked up by exact type: VAEConfig subclasses AutoencoderConfig.
 BUILDERS: dict[type, Builder] = {
@@ -41,6 +42,7 @@ BUILDERS: dict[type, Builder] = {
     LeNetConfig: build_lenet,
     WideCNNConfig: build_wide_cnn,
     ResNetConfig: build_resnet,
+    PretrainedConfig: build_pretrained,
     RNNConfig: build_rnn,
     TransformerConfig: build_transformer,
     ViTConfig: build_vit,
@@ -52,6 +54,7 @@ BUILDERS: dict[type, Builder] = {
 }
 
 
-def build_model(cfg: ExperimentConfig) -> keras.Model:
-    """The model of `cfg.model`'s family, for `cfg.data`'s inputs (for dcgan: the generator)."""
-    return BUILDERS[type(cfg.model)](cfg.model, cfg.data)
+def build_model(cfg: ExperimentConfig, **from_data: Any) -> keras.Model:
+    """The model of `cfg.model`'s family, for `cfg.data`'s inputs (for dcgan: the generator). `from_data`: what
+    the data decides beyond the config, for the builders that take it (a csv's `table`)."""
+    return BUILDERS[type(cfg.model)](cfg.model, cfg.data, **from_data)

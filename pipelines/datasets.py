@@ -8,10 +8,12 @@ Under file sharding (`shard`, a `tf.distribute.InputContext`) each worker stream
 share of the training files, for `tf.distribute.Strategy.distribute_datasets_from_function`.
 """
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasline.config import DataConfig, ExperimentConfig
@@ -33,13 +35,15 @@ class Datasets:
     test: tf.data.Dataset
     steps_per_epoch: int
     skipped: tuple[str, ...]  # bad records dropped under data.on_error = "skip"
-    vocabulary: tuple[str, ...]  # text input: what the export's in-graph lookup needs
+    # What the export needs beside the weights, by file name: text's vocabulary.json, a table's columns.json.
+    run_files: dict[str, str]
     shard: Shard | None = None  # file sharding: train_examples are this worker's share
+    class_weights: tuple[float, ...] = ()  # training.class_weight: each training batch carries weights [B]
 
     def train(self, first_epoch: int = 0, last_epoch: int | None = None, skip_steps: int = 0) -> tf.data.Dataset:
         """Epochs [first_epoch, last_epoch) back to back, starting `skip_steps` batches into the first."""
         cfg, shard = self.cfg, self.shard
-        last_epoch = cfg.training.epochs if last_epoch is None else last_epoch
+        last_epoch = cfg.training.total_epochs if last_epoch is None else last_epoch
         workers, worker = (shard.num_input_pipelines, shard.input_pipeline_id) if shard else (1, 0)
         # Under file sharding every worker feeds its own replicas, and takes the same number of batches an
         # epoch, its share repeated as needed: shares differ by a few examples, and a worker that ran out first
@@ -63,6 +67,9 @@ class Datasets:
         augment = self.augment
         stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps * local_replicas)
         stream = stream.map(lambda batch, seed: augment(*batch, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        if self.class_weights:
+            weights = tf.constant(self.class_weights, tf.float32)
+            stream = stream.map(lambda x, y: (x, y, tf.gather(weights, y)))
         return stream.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 
@@ -71,16 +78,18 @@ def build_datasets(
     load_splits: Callable[[Shard | None], Splits],
     augment: PairAugment,
     shard: Shard | None = None,
+    run_files: dict[str, str] | None = None,
 ) -> Datasets:
     """The task's splits (`load_splits(shard)`) batched, the training stream augmented by the task's `augment`.
-    `shard`: under file sharding on several workers, this worker's input context (training/workers.py)."""
+    `shard`: under file sharding on several workers, this worker's input context (training/workers.py).
+    `run_files`: what the task saves with the run for its export (text adds its vocabulary here)."""
     splits = load_splits(shard)
-    vocabulary = ()
+    run_files = dict(run_files or {})
     if cfg.data.input == "text":
         # Every worker adapts on the whole training split, so all of them look words up alike.
         whole = load_splits(None).train if shard else splits.train
         vectorize = text_vectorizer(cfg.data, adapt_to=whole.map(lambda text, _: text))
-        vocabulary = tuple(str(word) for word in vectorize.get_vocabulary())
+        run_files["vocabulary.json"] = json.dumps([str(word) for word in vectorize.get_vocabulary()]) + "\n"
         tokenised = (_tokenised(ds, vectorize) for ds in (splits.train, splits.validation, splits.test))
         splits = Splits(*tokenised, splits.skipped, splits.train_size)
     train_examples = splits.train.cache()
@@ -95,9 +104,19 @@ def build_datasets(
         test=_eval_batches(splits.test, cfg),
         steps_per_epoch=-(-count // cfg.data.batch_size),
         skipped=splits.skipped,
-        vocabulary=vocabulary,
+        run_files=run_files,
         shard=shard,
+        class_weights=balanced_weights(train_examples, cfg.data.num_classes) if cfg.training.class_weight else (),
     )
+
+
+def balanced_weights(examples: tf.data.Dataset, num_classes: int) -> tuple[float, ...]:
+    """Each class's weight n / (K · n_k), scikit-learn's "balanced": every class adds the same total weight to a
+    training epoch's loss. A class with no training example gets weight 0 (it has no loss to weigh)."""
+    labels = np.concatenate([y for _, y in examples.batch(4096).as_numpy_iterator()])
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.divide(len(labels), num_classes * counts, out=np.zeros_like(counts), where=counts > 0)
+    return tuple(float(w) for w in weights)
 
 
 @dataclass(frozen=True)

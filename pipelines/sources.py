@@ -139,7 +139,7 @@ def split_files(
     """The seeded split of `_split_arrays`, made over file names, then each part read with `read(files)` →
     arrays (it adds what it cannot read to `bad`). Under file sharding this worker reads only its share of the
     training files."""
-    test, val, train = _split_order(len(files), cfg, seed)
+    test, val, train = split_order(len(files), cfg, seed)
     train_size = len(train)
     if shard:
         workers = shard.num_input_pipelines
@@ -163,11 +163,22 @@ def _check_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, where
 
 
 def _split_arrays(images: np.ndarray, labels: np.ndarray, cfg: DataConfig, seed: int, skipped: tuple) -> Splits:
-    parts = _split_order(len(images), cfg, seed)
-    return Splits(*(tf.data.Dataset.from_tensor_slices((images[i], labels[i])) for i in reversed(parts)), skipped)
+    test, val, train = split_order(len(images), cfg, seed)
+    train = labelled_subset(train, labels, cfg.labels_per_class, seed)
+    return Splits(*(tf.data.Dataset.from_tensor_slices((images[i], labels[i])) for i in (train, val, test)), skipped)
 
 
-def _split_order(count: int, cfg: DataConfig, seed: int) -> list[np.ndarray]:
+def labelled_subset(indices: np.ndarray, labels: np.ndarray, per_class: int | None, seed: int) -> np.ndarray:
+    """data.labels_per_class: of the training `indices`, the first `per_class` of each class in a seeded order
+    (so a smaller budget's examples are among a larger one's); all of them where per_class is None."""
+    if per_class is None:
+        return indices
+    order = np.random.default_rng([seed, 1]).permutation(indices)  # a stream of its own, not the split's
+    kept = [order[labels[order] == c][:per_class] for c in np.unique(labels[order])]
+    return np.sort(np.concatenate(kept))
+
+
+def split_order(count: int, cfg: DataConfig, seed: int) -> list[np.ndarray]:
     """Indices of test | validation | train: a seeded permutation cut in that order, so test never moves with
     validation."""
     order = np.random.default_rng(seed).permutation(count)[: cfg.limit]
@@ -199,6 +210,7 @@ def _token_splits(path: Path, cfg: DataConfig, seed: int, bad: BadRecords) -> Sp
     if len(order) - n_val < 1 or not len(test[0]):
         raise DataError(f"data.name {cfg.name!r}: too few usable examples to split")
     val, fit = np.split(order, [n_val])
+    fit = labelled_subset(fit, train[1], cfg.labels_per_class, seed)
     test = (test[0][: cfg.limit], test[1][: cfg.limit])
     slices = [(train[0][fit], train[1][fit]), (train[0][val], train[1][val]), test]
     return Splits(*(tf.data.Dataset.from_tensor_slices(part) for part in slices), tuple(bad.lines))

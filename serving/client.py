@@ -46,10 +46,14 @@ class RestClient:
         """rows=True: the row format (`instances`, one per example); else columnar (`inputs`)."""
         if rows:
             count = len(next(iter(inputs.values())))
+            # array[i, ...] is a 0-d array even where array[i] would be a bare bytes or float scalar
+            values = {
+                name: [encode_json_value(np.asarray(v)[i, ...]) for i in range(count)] for name, v in inputs.items()
+            }
             if len(inputs) == 1:
-                instances = [encode_json_value(row) for row in next(iter(inputs.values()))]
+                instances = next(iter(values.values()))
             else:
-                instances = [{name: encode_json_value(v[i]) for name, v in inputs.items()} for i in range(count)]
+                instances = [{name: column[i] for name, column in values.items()} for i in range(count)]
             body = {"signature_name": signature, "instances": instances}
         else:
             body = {"signature_name": signature, "inputs": {name: encode_json_value(v) for name, v in inputs.items()}}

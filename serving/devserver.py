@@ -13,6 +13,7 @@ SavedModel's signatures: no input or output name is assumed.
 import argparse
 import contextlib
 import json
+import math
 import re
 import signal
 import threading
@@ -44,6 +45,7 @@ from kerasline.serving.tensors import (
     decode_json_request,
     encode_json_response,
     invalid,
+    parse_json,
     read_signature_defs,
 )
 
@@ -155,9 +157,7 @@ class Repository:
 
     def _forget_unserved(self) -> None:
         with self._lock:
-            live = {
-                self._local(e.base_path) if e.base_path else self.root / e.name for e in self._config[1]
-            }
+            live = {self._local(e.base_path) if e.base_path else self.root / e.name for e in self._config[1]}
             for path in [p for p in self._loaded if p.parent not in live]:
                 del self._loaded[path]
 
@@ -186,6 +186,25 @@ def make_handler(repo: Repository, max_body: int) -> type[BaseHTTPRequestHandler
         def do_POST(self) -> None:
             self._answer(self._post)
 
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own refusals (an unknown method, a request line or headers it cannot read) as TF Serving
+            answers them: a JSON error and a 4xx. An unknown method is TF Serving's "Malformed request" (400), and so
+            is an HTTP version past 1.x (http.server's 505); the connection is closed, its body unread."""
+            command, path = getattr(self, "command", None) or "", getattr(self, "path", None) or ""
+            self.request_version = self.protocol_version  # else an unreadable request line gets no status line
+            if code == 501:
+                code, message = 400, f"Malformed request: {command} {path}"
+            elif code >= 500:
+                code = 400
+            data = json.dumps({"error": message or explain or "malformed request"}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Connection", "close")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if command != "HEAD":
+                self.wfile.write(data)
+
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
             pass  # one line per request would drown the terminal; errors go back to the client
 
@@ -203,12 +222,9 @@ def make_handler(repo: Repository, max_body: int) -> type[BaseHTTPRequestHandler
             body = self._body()
             if tail != ":predict":
                 if tail in (":classify", ":regress"):
-                    raise ServingError("UNIMPLEMENTED", f"{tail[1:]} is not implemented by the development server")
+                    _refuse_classify_regress(repo.resolve(model, version, label), tail[1:], parse_json(body))
                 raise ServingError("NOT_FOUND", f"Malformed request: POST {self.path}")
-            try:
-                request = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise invalid(f"JSON Parse error: {e}") from None
+            request = parse_json(body)
             servable = repo.resolve(model, version, label)
             name = request.get("signature_name", DEFAULT_SIGNATURE) if isinstance(request, dict) else ""
             if not isinstance(name, str):
@@ -221,13 +237,13 @@ def make_handler(repo: Repository, max_body: int) -> type[BaseHTTPRequestHandler
             if not match:
                 raise ServingError("NOT_FOUND", f"Malformed request: {self.command} {self.path}")
             version = match["version"]
-            if version is not None and not version.isdigit():
+            if version is not None and not (version.isascii() and version.isdigit()):  # int() refuses "²"
                 raise ServingError("NOT_FOUND", f"Malformed request: version {version!r} is not an integer")
             return match["model"], int(version) if version else None, match["label"], match["tail"]
 
         def _body(self) -> bytes:
             length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
+            if length is None or not (length.isascii() and length.isdigit()):
                 self.close_connection = True
                 raise ServingError("INVALID_ARGUMENT", "a request body with a Content-Length is required")
             length = int(length)
@@ -267,18 +283,15 @@ def make_handler(repo: Repository, max_body: int) -> type[BaseHTTPRequestHandler
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, repo: Repository) -> None:
-        self.repo = repo
+    def __init__(self, repo: Repository, max_body: int = MAX_BODY_BYTES) -> None:
+        self.repo, self.max_body = repo, max_body
 
     def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
         with _grpc_errors(context):
             servable = _resolve(self.repo, request.model_spec)
-            try:
-                inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
-            except (TypeError, ValueError) as e:
-                raise invalid(f"cannot read the input tensors: {e}") from None
+            inputs = {name: _read_tensor(name, proto, self.max_body) for name, proto in request.inputs.items()}
             outputs = servable.predict(request.model_spec.signature_name, inputs)
             unknown = sorted(set(request.output_filter) - set(outputs))
             if unknown:
@@ -346,7 +359,7 @@ def start(
         futures.ThreadPoolExecutor(max_workers=16),
         options=[("grpc.max_receive_message_length", max_body), ("grpc.so_reuseport", 0)],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(repository), rpc)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(repository, max_body), rpc)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(repository), rpc)
     bound = rpc.add_insecure_port(f"{host}:{grpc_port}")
     if not bound:
@@ -366,6 +379,41 @@ def start(
 def _resolve(repo: Repository, spec) -> Servable:
     version = spec.version.value if spec.HasField("version") else None
     return repo.resolve(spec.name, version, spec.version_label or None)
+
+
+def _refuse_classify_regress(servable: Servable, method: str, request: object) -> None:
+    """TF Serving answers :classify and :regress on a predict signature (every signature we export) with
+    INVALID_ARGUMENT; the development server implements neither, so only a real classify/regress signature is
+    UNIMPLEMENTED here."""
+    name = (request.get("signature_name") if isinstance(request, dict) else None) or DEFAULT_SIGNATURE
+    if not isinstance(name, str):
+        raise invalid('"signature_name" must be a string')
+    expected = f"tensorflow/serving/{method}"
+    was = servable.signature(name).method_name
+    if was != expected:
+        raise invalid(f"Expected {method} signature method_name to be {expected}. Was: {was}")
+    raise ServingError("UNIMPLEMENTED", f"{method} is not implemented by the development server")
+
+
+def _read_tensor(name: str, proto, limit: int) -> np.ndarray:
+    """A request's TensorProto as an array, or INVALID_ARGUMENT; a shape whose values would pass the request size
+    limit is refused before anything is allocated (one value may stand for a whole shape)."""
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+    except TypeError:
+        raise invalid(f"{name}: unknown dtype {proto.dtype}") from None
+    if dtype in (tf.resource, tf.variant):
+        raise invalid(f"{name}: a {dtype.name} tensor cannot be sent in a request")
+    sizes = [d.size for d in proto.tensor_shape.dim]
+    if any(size < 0 for size in sizes):
+        raise invalid(f"{name}: negative dimension in shape {sizes}")
+    values = math.prod(sizes)
+    if values * (1 if dtype == tf.string else dtype.size) > limit:
+        raise ServingError("RESOURCE_EXHAUSTED", f"{name}: a tensor of shape {sizes} is over {limit} bytes")
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError, OverflowError, KeyError) as e:
+        raise invalid(f"cannot read the input tensor {name}: {e}") from None
 
 
 def _signature_map(servable: Servable) -> get_model_metadata_pb2.SignatureDefMap:

@@ -8,6 +8,7 @@ on stderr and skipped (or, strict, stops the run).
 """
 
 import csv
+import itertools
 import json
 import re
 import sys
@@ -24,6 +25,7 @@ from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
 from kerasline.export.repository import versions
 from kerasline.pipelines.sources import IMAGE_SUFFIXES
+from kerasline.pipelines.table import MISSING
 from kerasline.serving.tensors import DEFAULT_SIGNATURE, dims, numpy_dtype, read_signature_defs
 from kerasline.training.tasks import Task, task_for
 
@@ -53,6 +55,7 @@ class Example:
     name: str
     arrays: Arrays
     resized: bool = False
+    note: str | None = None  # said once per run, before the first example that carries it
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class Progress:
     def __init__(self, total: int, strict: bool) -> None:
         self.bar = tqdm(total=total, unit="input", file=sys.stderr, disable=None, dynamic_ncols=True)
         self.strict, self.skipped, self.noted = strict, 0, False
+        self.said: set[str] = set()
 
     def track(self, items: Iterable[Example | Bad]) -> Iterator[Example]:
         for item in items:
@@ -145,6 +149,9 @@ class Progress:
                 height, width = next(iter(item.arrays.values())).shape[:2]
                 self.say(f"note: images are resized to {height}x{width} (bilinear, as training resizes)")
                 self.noted = True
+            if item.note is not None and item.note not in self.said:
+                self.say(item.note)
+                self.said.add(item.note)
             yield item
 
     def skip(self, bad: Bad) -> None:
@@ -234,7 +241,8 @@ class SavedModelRuntime:
 
 def read_inputs(path: Path, specs: dict[str, Spec], cfg: ExperimentConfig) -> tuple[int, Iterator[Example | Bad]]:
     """(how many, the inputs, lazily) of a folder of images (any depth), an image, an .npy (the single input), an
-    .npz (named inputs) or a text file (one input per line: a text, or space-separated token ids)."""
+    .npz (named inputs), a .csv (one row per input, a column per input) or a text file (one input per line: a
+    text, or space-separated token ids)."""
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
@@ -248,6 +256,8 @@ def read_inputs(path: Path, specs: dict[str, Spec], cfg: ExperimentConfig) -> tu
         return 1, iter([_read_image(path, path.name, name, spec)])
     if path.suffix.lower() in (".npy", ".npz"):
         return _read_arrays(path, specs)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path, specs, cfg.data.delimiter)
     return _read_lines(path, specs, cfg.data.vocab_size)
 
 
@@ -398,11 +408,132 @@ def _token_ids(line: bytes, spec: Spec, vocab_size: int) -> np.ndarray | str:
     return row
 
 
+# A CSV: a column per input
+
+
+def _read_csv(path: Path, specs: dict[str, Spec], delimiter: str) -> tuple[int, Iterator[Example | Bad]]:
+    """One input per row; the header row names the columns, and each signature input ([B]) takes the column of
+    its name: numbers for a float (a missing one is NaN) or integer input, UTF-8 bytes for a string input (a
+    missing one stays as written: the graph reads "" and "NA" as missing). An input without a column is filled as
+    missing (NaN, b""), said once; columns the model does not take (a label) are ignored. Rows are numbered from
+    1 after the header; blank lines are left out, as pandas.read_csv leaves them out."""
+    _check_columns_fit(path, specs)
+    records = _csv_records(path, delimiter)
+    header = next(records, None)
+    if header is None:
+        raise UserError(f"--input {path}: an empty file; a CSV needs a header row naming its columns")
+    if isinstance(header, csv.Error):
+        raise UserError(f"--input {path}: cannot read its header row ({header})")
+    columns = _csv_columns(path, header, specs)
+    count = sum(1 for _ in records)
+    if not count:
+        raise UserError(f"--input {path}: a header row but no rows")
+    absent = ", ".join(name for name in specs if name not in columns)
+    note = f'note: no column {absent} in {path}: filled as missing (NaN, or "" for a string)' if absent else None
+    rows = enumerate(itertools.islice(_csv_records(path, delimiter), 1, None), 1)
+    return count, (_csv_example(path, number, row, len(header), columns, specs, note) for number, row in rows)
+
+
+def _check_columns_fit(path: Path, specs: dict[str, Spec]) -> None:
+    """Every input one value per row ([B]) of a kind a CSV field can be read as."""
+    for spec in specs.values():
+        if spec.shape is None or len(spec.shape) != 1 or spec.dtype.kind not in "fiuO":
+            raise UserError(f"--input {path}: the model takes {_describe(specs)}, not a value per CSV column")
+
+
+def _csv_records(path: Path, delimiter: str) -> Iterator[list[str] | csv.Error]:
+    """The file's records, header first, blank lines left out; one the csv module cannot split comes as its
+    error (the reader goes on with the next line). Bytes that are not UTF-8 pass through as surrogates, so a
+    string input gets them back as they were written."""
+    try:
+        stream = path.open(newline="", encoding="utf-8-sig", errors="surrogateescape")  # -sig: Excel's BOM
+    except OSError as e:
+        raise UserError(f"--input {path}: cannot read it ({e.strerror})") from None
+    with stream:
+        reader = csv.reader(stream, delimiter=delimiter)
+        while True:
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield e
+                continue
+            if record:
+                yield record
+
+
+def _csv_columns(path: Path, header: list[str], specs: dict[str, Spec]) -> dict[str, int]:
+    """Input name → the index of its column; an input without one must be able to be missing."""
+    names = [name.strip() for name in header]
+    columns = {name: names.index(name) for name in specs if name in names}
+    for name in columns:
+        if names.count(name) > 1:
+            raise UserError(f"--input {path}: the header names the column {name} {names.count(name)} times")
+    if not columns:
+        raise UserError(f"--input {path}: no column is an input of the model ({_describe(specs)})")
+    for name, spec in specs.items():
+        if name not in columns and spec.dtype.kind in "iu":
+            raise UserError(f"--input {path}: no column {name}, and {name} ({spec}) cannot be missing")
+    return columns
+
+
+def _csv_example(
+    path: Path,
+    number: int,
+    record: list[str] | csv.Error,
+    width: int,
+    columns: dict[str, int],
+    specs: dict[str, Spec],
+    note: str | None,
+) -> Example | Bad:
+    source = f"{path} row {number}"
+    if isinstance(record, csv.Error):
+        return Bad(source, f"not a readable CSV row ({record})")
+    if len(record) != width:
+        return Bad(source, f"{len(record)} fields, but the header has {width}")
+    arrays = {}
+    for name, spec in specs.items():
+        value = _csv_value(record[columns[name]], spec.dtype) if name in columns else _missing(spec.dtype)
+        if isinstance(value, str):
+            return Bad(source, f"{name}: {value}")
+        arrays[name] = value
+    return Example(number, str(number), arrays, note=note)
+
+
+def _csv_value(text: str, dtype: np.dtype) -> np.ndarray | str:
+    """A field as a 0-d `dtype` array, or why it cannot be one."""
+    if dtype.kind == "O":
+        return np.array(text.encode("utf-8", "surrogateescape"), dtype=object)
+    if text.strip().lower() in MISSING:  # as training reads a csv
+        return _missing(dtype) if dtype.kind == "f" else f"{text!r}: missing, which {dtype.name} cannot hold"
+    try:
+        number = None if "_" in text else (float if dtype.kind == "f" else int)(text)  # float("1_0") is 10.0
+    except ValueError:
+        number = None
+    if number is None:
+        return f"{text!r} is not {'a number' if dtype.kind == 'f' else 'an integer'}"
+    if dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            value = np.array(number, dtype)
+        infinite = text.strip().lower().lstrip("+-") in ("inf", "infinity")  # float("1e400") is inf too
+        fits = bool(np.isfinite(value)) or infinite
+    else:
+        fits = np.iinfo(dtype).min <= number <= np.iinfo(dtype).max
+        value = np.array(number if fits else 0, dtype)
+    return value if fits else f"{text!r} is outside the range of {dtype.name}"
+
+
+def _missing(dtype: np.dtype) -> np.ndarray:
+    """What a missing field is: NaN, or an empty string."""
+    return np.array(b"", dtype=object) if dtype.kind == "O" else np.array(np.nan, dtype)
+
+
 # Where the rows go
 
 
 class RowWriter:
-    """Rows to CSV or JSON Lines, as the output's suffix says: `input` (the input's path, or index), then the
+    """Rows to CSV or JSON Lines, as the output's suffix says: `input` (the input's path, index or CSV row), then the
     task's columns. An image in a row (uint8 [H, W] or [H, W, C]) becomes a PNG in a folder beside the output and
     named after it (predictions.csv: predictions/), the file named after the input; the row holds the PNG's path,
     relative to the output's folder."""

@@ -80,10 +80,9 @@ def image_grid(images: np.ndarray) -> np.ndarray:
     return tiles.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
-class EpochImage(keras.callbacks.Callback):
-    """Writes `self.image()` (H, W, C) in [0, 1] under `tag` after every epoch."""
-
-    tag = ""
+class EpochSummaries(keras.callbacks.Callback):
+    """Writes `self.summarise(epoch)`'s TensorBoard summaries into `log_dir` after every epoch, through one event
+    file per fit."""
 
     def __init__(self, log_dir: Path):
         super().__init__()
@@ -97,7 +96,19 @@ class EpochImage(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default():
-            tf.summary.image(self.tag, self.image()[None], step=epoch)
+            self.summarise(epoch)
+
+    def summarise(self, epoch: int) -> None:
+        raise NotImplementedError
+
+
+class EpochImage(EpochSummaries):
+    """Writes `self.image()` (H, W, C) in [0, 1] under `tag` after every epoch."""
+
+    tag = ""
+
+    def summarise(self, epoch: int) -> None:
+        tf.summary.image(self.tag, self.image()[None], step=epoch)
 
     def image(self) -> np.ndarray:
         raise NotImplementedError

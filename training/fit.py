@@ -4,6 +4,7 @@ import contextlib
 import json
 import shutil
 import signal
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +12,22 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig
+from kerasline.config import ExperimentConfig, PretrainedConfig
 from kerasline.errors import Diverged, Preempted, UserError
 from kerasline.files import write_text_atomic
 from kerasline.pipelines import Datasets
 from kerasline.training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
+from kerasline.training.init_from import initialise, summary
+from kerasline.training.phases import (
+    PhaseLog,
+    phase_at,
+    phase_training,
+    phases,
+    pretrained_weights,
+    set_phase,
+    start_from,
+    trainable_count,
+)
 from kerasline.training.runlog import console_log
 from kerasline.training.runs import open_run, recorded, run_path
 from kerasline.training.strategy import make_strategy
@@ -46,10 +58,18 @@ def setup(cfg: ExperimentConfig) -> tf.distribute.Strategy:
     return make_strategy(cfg.training.strategy)
 
 
-def compile_model(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.Model:
-    """The task's model, compiled by the task (inside the strategy's scope, where the caller opened it)."""
-    task = task_for(cfg)
-    return task.compile(task.build_model(), steps_per_epoch)
+def compile_model(cfg: ExperimentConfig, steps_per_epoch: int, phase: int = 1) -> keras.Model:
+    """The task's model, set for `phase` (training/phases.py) and compiled by the task (inside the strategy's
+    scope, where the caller opened it)."""
+    model = task_for(cfg).build_model()
+    set_phase(model, cfg, phase)
+    return compile_for_phase(cfg, model, steps_per_epoch, phase)
+
+
+def compile_for_phase(cfg: ExperimentConfig, model: keras.Model, steps_per_epoch: int, phase: int) -> keras.Model:
+    """Compiled by the task, with an optimizer of the phase's own settings (set_phase first)."""
+    settings = cfg.model_copy(update={"training": phase_training(cfg.training, phase)})
+    return task_for(settings).compile(model, steps_per_epoch)
 
 
 def train(cfg: ExperimentConfig, callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
@@ -57,10 +77,11 @@ def train(cfg: ExperimentConfig, callbacks: Sequence[keras.callbacks.Callback] =
     Under MultiWorkerMirroredStrategy every worker runs this whole function (see training/workers.py)."""
     strategy, task = setup(cfg), task_for(cfg)
     data = task.build_inputs(input_shard(cfg, strategy))
+    backbone = pretrained_weights(cfg)  # before the run opens: a refusal leaves nothing behind
     chief = is_chief(strategy)
     run_dir = _open_run(cfg, strategy)
     with recorded(run_dir, write=chief), console_log(run_dir / "run.log", enabled=chief):
-        return _train_run(cfg, callbacks, strategy, task, data, run_dir, chief)
+        return _train_run(cfg, callbacks, strategy, task, data, run_dir, chief, backbone)
 
 
 def _train_run(
@@ -71,21 +92,28 @@ def _train_run(
     data: Datasets,
     run_dir: Path,
     chief: bool,
+    backbone: list | None,
 ) -> TrainResult:
     """train() once its run is open (run.json and run.log record it): fit, resumed; best weights; test metrics."""
-    if data.vocabulary and chief:  # the export's in-graph text lookup
-        write_text_atomic(run_dir / "vocabulary.json", json.dumps(data.vocabulary) + "\n")
+    for name, text in data.run_files.items() if chief else ():  # what the export rebuilds its graph from
+        write_text_atomic(run_dir / name, text)
     with strategy.scope():
-        model = compile_model(cfg, data.steps_per_epoch)
+        phase = _checkpoint_phase(cfg, run_dir)  # its optimizer's variables are the ones that phase trained
+        model = compile_model(cfg, data.steps_per_epoch, phase)
         resume = restore(run_dir, model, sweep=chief)
+        if resume.path is None:  # a new run; a resumed one's checkpoint is newer than any start
+            if backbone is not None:
+                print(f"backbone:    {start_from(model, cfg, backbone)}")
+            if cfg.model.init_from:
+                print(f"init from:   {summary(initialise(model, cfg.model.init_from, run_dir if chief else None))}")
     with output_dir(strategy, run_dir) as out_dir:
-        callbacks = [*callbacks, *task.callbacks(out_dir, data, resume, model)]
+        callbacks = [*callbacks, *_phase_log(cfg, out_dir), *task.callbacks(out_dir, data, resume, model)]
         checkpoint = callbacks[-1]
         if not resume.finished:
             # Workers would stop at different steps: a multi-worker job resumes from its last epoch instead.
             alone = not multi_worker(strategy)
             with _sigterm_requests_checkpoint(checkpoint) if alone else contextlib.nullcontext():
-                _fit(model, data, resume, callbacks)
+                _fit(model, data, resume, callbacks, phase)
         barrier(strategy)  # the chief's last best.weights.h5 is written before any worker reads it
     if checkpoint.diverged:
         last_good = newest_checkpoint(run_dir / "backup")
@@ -97,7 +125,7 @@ def _train_run(
         raise Preempted(f"stopped by SIGTERM; checkpoint {checkpoint.preempted_at}; rerun the same command to resume")
     if not (run_dir / "best.weights.h5").exists():
         raise UserError(f"no epoch gave a finite {cfg.training.monitor}; nothing to test or export in {run_dir}")
-    model.load_weights(run_dir / "best.weights.h5")
+    load_best(model, run_dir)
     metrics = _test_metrics(model, data.test)  # a collective under MultiWorkerMirroredStrategy: every worker runs it
     if chief:
         results = {"test": metrics, "report": task.report(model, data.test)}  # the chief's own: no collective
@@ -122,19 +150,45 @@ def _open_run(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -> Path:
     return run_dir
 
 
-def _fit(model: keras.Model, data: Datasets, resume: ResumePoint, callbacks: list) -> None:
-    """Continues from the resume point: first the rest of a part-done epoch (after SIGTERM), then the others."""
-    epoch, epochs, steps = resume.epoch, data.cfg.training.epochs, data.steps_per_epoch
-    verbose = VERBOSITY[data.cfg.training.verbose]
+def _fit(model: keras.Model, data: Datasets, resume: ResumePoint, callbacks: list, compiled_phase: int) -> None:
+    """Continues from the resume point, phase by phase (training/phases.py): first the rest of a part-done epoch
+    (after SIGTERM), then the phase's other epochs; a new phase sets which layers train and recompiles."""
+    cfg, epoch, steps = data.cfg, resume.epoch, data.steps_per_epoch
+    verbose = VERBOSITY[cfg.training.verbose]
     common = dict(validation_data=data.validation, callbacks=callbacks, shuffle=False, verbose=verbose)  # seeded stream
-    if resume.step:
-        rest = _stream(model, data, epoch, epoch + 1, skip_steps=resume.step)
-        model.fit(rest, steps_per_epoch=steps - resume.step, initial_epoch=epoch, epochs=epoch + 1, **common)
-        epoch += 1
+    for phase, (first, last) in enumerate(phases(cfg), 1):
+        if epoch >= last:
+            continue
+        if phase != compiled_phase:
+            with model.distribute_strategy.scope():
+                set_phase(model, cfg, phase)
+                compile_for_phase(cfg, model, steps, phase)
+        if len(phases(cfg)) > 1:
+            print(f"phase {phase}:     epochs {first + 1}–{last}, {trainable_count(model):,} trainable weights")
+        if resume.step and epoch == resume.epoch:
+            rest = _stream(model, data, epoch, epoch + 1, skip_steps=resume.step)
+            model.fit(rest, steps_per_epoch=steps - resume.step, initial_epoch=epoch, epochs=epoch + 1, **common)
+            epoch += 1
+        if epoch < last and not model.stop_training:
+            stream = _stream(model, data, epoch, last)
+            model.fit(stream, steps_per_epoch=steps, initial_epoch=epoch, epochs=last, **common)
+            epoch = last
         if model.stop_training:
             return
-    if epoch < epochs:
-        model.fit(_stream(model, data, epoch), steps_per_epoch=steps, initial_epoch=epoch, epochs=epochs, **common)
+
+
+def _checkpoint_phase(cfg: ExperimentConfig, run_dir: Path) -> int:
+    """The phase that wrote the run's newest checkpoint (1 for a new run)."""
+    newest = newest_checkpoint(run_dir / "backup")
+    if newest is None:
+        return 1
+    state = json.loads((newest / "state.json").read_text())
+    return phase_at(cfg, state["epoch"], state["step"])
+
+
+def _phase_log(cfg: ExperimentConfig, log_dir: Path) -> list[keras.callbacks.Callback]:
+    """TensorBoard's `phase` and `trainable_weights` per epoch, where there are phases."""
+    return [PhaseLog(log_dir / "logs" / "train", cfg)] if isinstance(cfg.model, PretrainedConfig) else []
 
 
 def _stream(model: keras.Model, data: Datasets, *args, **kwargs) -> tf.data.Dataset | tf.distribute.DistributedDataset:
@@ -196,8 +250,16 @@ def _restored(cfg: ExperimentConfig, run_dir: Path) -> tuple[keras.Model, Datase
     data = task_for(cfg).build_inputs()
     with strategy.scope():
         model = compile_model(cfg, steps_per_epoch=1)
-    model.load_weights(run_dir / "best.weights.h5")
+    load_best(model, run_dir)
     return model, data
+
+
+def load_best(model: keras.Model, run_dir: Path) -> None:
+    """The run's best weights. Saved with the optimizer of its epoch's phase, which another phase's optimizer
+    cannot take: Keras 3.15 warns that it skips those variables, which testing and export never use."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(run_dir / "best.weights.h5")
 
 
 def _test_metrics(model: keras.Model, test: tf.data.Dataset) -> dict:

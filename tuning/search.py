@@ -33,7 +33,8 @@ from kerasline.errors import UserError
 from kerasline.files import write_text_atomic
 from kerasline.pipelines import Datasets
 from kerasline.shipped import is_shipped
-from kerasline.training.fit import compile_model, setup
+from kerasline.training.fit import compile_for_phase, compile_model, setup
+from kerasline.training.phases import phases, pretrained_weights, set_phase, start_from
 from kerasline.training.tasks import build_inputs
 
 
@@ -94,6 +95,9 @@ class ExperimentHyperModel(kt.HyperModel):
     def trial_config(self, hp: kt.HyperParameters) -> ExperimentConfig:
         raw = self.cfg.model_dump(mode="json")
         raw["training"]["epochs"] = self.cfg.tune.epochs  # schedules span the trial, as they span a run
+        if self.cfg.training.fine_tune.epochs:  # two phases: the first has half of the trial's epochs (at least 1)
+            first = max(1, self.cfg.tune.epochs // 2)
+            raw["training"]["epochs"], raw["training"]["fine_tune"]["epochs"] = first, self.cfg.tune.epochs - first
         for key, entry in self.cfg.tune.space.items():
             set_dotted(raw, key, sample(hp, key, entry))
         return validate(raw, source="trial")
@@ -106,20 +110,43 @@ class ExperimentHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         cfg = self.trial_config(hp)
-        return compile_model(cfg, self.datasets(cfg).steps_per_epoch)
+        model = compile_model(cfg, self.datasets(cfg).steps_per_epoch)
+        if (backbone := self._backbone(cfg)) is not None:  # every trial starts from the pretrained weights
+            start_from(model, cfg, backbone)
+        return model
+
+    def _backbone(self, cfg: ExperimentConfig) -> list | None:
+        """The backbone's pretrained weights, fetched once for the search."""
+        if not hasattr(self, "_pretrained"):
+            self._pretrained = pretrained_weights(cfg)
+        return self._pretrained
 
     def fit(self, hp, model, *args, epochs: int, initial_epoch: int = 0, callbacks=(), verbose=2, **kwargs):
-        data = self.datasets(self.trial_config(hp))
-        return model.fit(
-            data.train(initial_epoch, epochs),
-            steps_per_epoch=data.steps_per_epoch,
-            initial_epoch=initial_epoch,
-            epochs=epochs,
-            validation_data=data.validation,
-            callbacks=callbacks,
-            shuffle=False,
-            verbose=verbose,
-        )
+        """The trial's epochs, phase by phase (a new phase recompiles, as a run does); the last phase's history."""
+        cfg = self.trial_config(hp)
+        data, spans, history = self.datasets(cfg), phases(cfg), None
+        for phase, (first, last) in enumerate(spans, 1):
+            first, last = max(first, initial_epoch), epochs if phase == len(spans) else min(last, epochs)
+            if first >= last:
+                continue
+            if phase > 1:
+                with model.distribute_strategy.scope():
+                    set_phase(model, cfg, phase)
+                    compile_for_phase(cfg, model, data.steps_per_epoch, phase)
+            # keras-tuner 1.4.8 adds TensorBoard's hparams callback, which one fit only may use (tensorboard 2.21):
+            # the last phase's, whose scores are the trial's.
+            once = [c for c in callbacks if not type(c).__module__.startswith("tensorboard.plugins.hparams")]
+            history = model.fit(
+                data.train(first, last),
+                steps_per_epoch=data.steps_per_epoch,
+                initial_epoch=first,
+                epochs=last,
+                validation_data=data.validation,
+                callbacks=callbacks if phase == len(spans) else once,
+                shuffle=False,
+                verbose=verbose,
+            )
+        return history
 
 
 def sample(hp: kt.HyperParameters, key: str, entry: FloatRange | IntRange | Choice | Boolean):

@@ -7,7 +7,7 @@ from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from kerasline.config.dotted import dotted_keys, get_dotted, set_dotted
 from kerasline.config.families import MODEL_CONFIGS, CNNConfig, ModelConfig
-from kerasline.config.messages import _describe, _did_you_mean
+from kerasline.config.messages import _describe, did_you_mean
 from kerasline.config.sections import (
     SAFE_NAME,
     BlessConfig,
@@ -75,7 +75,7 @@ class ExperimentConfig(Section):
                 get_dotted(base, key)
             except KeyError:
                 leaves = list(dotted_keys(base))
-                raise ValueError(f"tune.space: {key!r} is not a config key{_did_you_mean(key, leaves)}") from None
+                raise ValueError(f"tune.space: {key!r} is not a config key{did_you_mean(key, leaves)}") from None
             for value in _extremes(entry):
                 trial = copy.deepcopy(base)
                 set_dotted(trial, key, value)
@@ -107,9 +107,10 @@ class ExperimentConfig(Section):
 
 def task_of(cfg: ExperimentConfig) -> str:
     """What the model family does: classification (labels, or values, are the target), segmentation (masks),
-    generate (a GAN, images only) or reconstruct (autoencoders). The family is the one place that says it:
+    generate (a GAN, images only) or reconstruct (autoencoders); a classifier's family given a table's columns
+    does tabular (classification or regression from raw columns). The family is the one place that says it:
     data.task, where an experiment sets it, only has to agree."""
-    return cfg.model.task
+    return "tabular" if cfg.data.input == "columns" else cfg.model.task
 
 
 def _inputs_fit_the_family(cfg: ExperimentConfig) -> None:
@@ -126,6 +127,22 @@ def _inputs_fit_the_source(cfg: ExperimentConfig) -> None:
         raise ValueError(f"data.source: a folder holds images, but data.input is {data.input!r}")
     if data.input == "text" and data.source != "tfds":
         raise ValueError("data.input: text comes from a tfds source (shipped samples are already tokenised)")
+    if data.input == "columns" and data.source != "csv":
+        raise ValueError(f"data.input: columns come from a csv source, but data.source is {data.source!r}")
+    if data.source == "csv" and data.input != "columns":
+        raise ValueError(f"data.input: a csv source gives columns, but data.input is {data.input!r}")
+
+
+def _table_keys_need_a_table(cfg: ExperimentConfig) -> None:
+    data = cfg.data
+    if data.source == "csv" and not data.label:
+        raise ValueError("data.label: a csv source needs the name of its label column")
+    if data.source != "csv":
+        for key in ("label", "columns", "crosses"):
+            if getattr(data, key):
+                raise ValueError(f"data.{key}: names csv columns, but data.source is {data.source!r}")
+    if data.label in data.columns:
+        raise ValueError(f"data.columns.{data.label}: the label column is not a feature; remove its entry")
 
 
 def _augmentations_fit_the_input(cfg: ExperimentConfig) -> None:
@@ -133,8 +150,8 @@ def _augmentations_fit_the_input(cfg: ExperimentConfig) -> None:
     image_knobs = data.augment.image_knobs()
     if data.input != "image" and image_knobs:
         raise ValueError(f"data.augment.{image_knobs[0]}: an image augmentation, but data.input is {data.input!r}")
-    if data.input == "image" and data.augment.word_dropout:
-        raise ValueError("data.augment.word_dropout: a token augmentation, but data.input is 'image'")
+    if data.input not in ("tokens", "text") and data.augment.word_dropout:
+        raise ValueError(f"data.augment.word_dropout: a token augmentation, but data.input is {data.input!r}")
 
 
 def _data_task_agrees_with_the_family(cfg: ExperimentConfig) -> None:
@@ -165,14 +182,35 @@ def _family_fits_the_data(cfg: ExperimentConfig) -> None:
 
 def _heads_fit_the_target(cfg: ExperimentConfig) -> None:
     data, head = cfg.data, getattr(cfg.model, "head", "softmax")
-    if data.target == "value" and (data.source, data.input) != ("samples", "image"):
-        raise ValueError("data.target: 'value' reads real-valued y from an image sample (data.source = samples)")
+    if data.target == "value" and (data.source, data.input) not in (("samples", "image"), ("csv", "columns")):
+        raise ValueError("data.target: 'value' reads real-valued y from an image sample or a csv (data.source)")
     if data.target == "value" and head != "linear":
         raise ValueError("data.target: 'value' (regression) needs model.name = 'mlp' with model.head = 'linear'")
     if head == "linear" and data.target != "value":
         raise ValueError("model.head: linear predicts a value, so it needs data.target = 'value'")
     if head == "sigmoid" and data.num_classes != 2:
         raise ValueError(f"model.head: sigmoid is for 2 classes, but data.num_classes is {data.num_classes}")
+
+
+def _label_budgets_need_labels(cfg: ExperimentConfig) -> None:
+    data = cfg.data
+    if data.labels_per_class and (data.source not in ("samples", "csv") or data.target != "class"):
+        raise ValueError("data.labels_per_class: keeps N labelled examples per class of a samples or csv source")
+    if data.labels_per_class and task_of(cfg) not in ("classification", "tabular"):
+        raise ValueError(f"data.labels_per_class: {cfg.model.name} does {task_of(cfg)}, which has no labels")
+
+
+def _fine_tuning_needs_a_backbone(cfg: ExperimentConfig) -> None:
+    if cfg.training.fine_tune.epochs and cfg.model.name != "pretrained":
+        raise ValueError(f"training.fine_tune: unfreezes a pretrained backbone, but model.name is {cfg.model.name!r}")
+    plateau = "plateau" in (cfg.training.schedule.name, cfg.training.fine_tune.schedule.name)
+    if cfg.training.fine_tune.epochs and plateau:
+        raise ValueError("training.fine_tune: each phase has an optimizer of its own; a plateau schedule needs one")
+
+
+def _class_weights_need_labels(cfg: ExperimentConfig) -> None:
+    if cfg.training.class_weight and (task_of(cfg) not in ("classification", "tabular") or cfg.data.target != "class"):
+        raise ValueError("training.class_weight: weighs labels; this experiment's targets are not class labels")
 
 
 def _monitors_fit_the_target(cfg: ExperimentConfig) -> None:
@@ -188,6 +226,7 @@ def _monitors_fit_the_target(cfg: ExperimentConfig) -> None:
 _CHECKS = (
     _inputs_fit_the_family,
     _inputs_fit_the_source,
+    _table_keys_need_a_table,
     _augmentations_fit_the_input,
     _data_task_agrees_with_the_family,
     _crop_fits_the_task_and_image,
@@ -195,6 +234,9 @@ _CHECKS = (
     _family_fits_the_data,
     _heads_fit_the_target,
     _monitors_fit_the_target,
+    _class_weights_need_labels,
+    _label_budgets_need_labels,
+    _fine_tuning_needs_a_backbone,
 )
 
 

@@ -14,7 +14,15 @@ Width = Annotated[int, Field(ge=1, le=4096)]
 Initializer = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
 
 
-class ImageModel(Section):
+class InitFrom(Section):
+    init_from: str | None = Field(
+        None,
+        description="start from an earlier run's weights, matched by layer name and shape: a run directory, an "
+        "experiment's runs directory (its newest finished run) or an export version",
+    )
+
+
+class ImageModel(InitFrom):
     """A family that takes `image` input; `min_side` is the smallest image side it fits."""
 
     inputs: ClassVar[tuple[str, ...]] = ("image",)
@@ -25,16 +33,15 @@ class ImageModel(Section):
         return 1
 
     def data_problem(self, data: DataConfig) -> str | None:
-        need, side = self.min_side(), min(data.image_shape[:2])
+        resized = getattr(self, "input_size", None)  # families that resize their input inside the model
+        need, side = self.min_side(), resized or min(data.image_shape[:2])
         if need > side:
-            return (
-                f"{self.size_key}: {self.name} as configured needs images of at least {need}x{need}, "
-                f"but data.image_shape is {list(data.image_shape)}"
-            )
+            given = f"model.input_size is {resized}" if resized else f"data.image_shape is {list(data.image_shape)}"
+            return f"{self.size_key}: {self.name} as configured needs images of at least {need}x{need}, but {given}"
         return None
 
 
-class SequenceModel(Section):
+class SequenceModel(InitFrom):
     """A family that takes token ids (or text, vectorised inside the exported graph)."""
 
     inputs: ClassVar[tuple[str, ...]] = ("tokens", "text")
@@ -83,6 +90,11 @@ class CNNConfig(BatchNormKnob, ImageModel):
     padding: Literal["same", "valid"] = Field("same", description="valid: each conv trims a pixel per edge")
     dense_units: int = Field(128, ge=0, le=65_536, description="0: no hidden dense layer (the keras-io convnet)")
     dropout: float = Field(0.3, ge=0, lt=1)
+    input_size: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        None,
+        description="resize images to this square side inside the model (bilinear) before the first conv, so a "
+        "model pretrained at another resolution (model.init_from) takes these images as they are",
+    )
     initializer: Initializer = "he_normal"
     l1: float = Field(0.0, ge=0)
     l2: float = Field(0.0, ge=0)
@@ -98,8 +110,9 @@ class CNNConfig(BatchNormKnob, ImageModel):
 
 @family
 class MLPConfig(ImageModel):
-    """Dense layers on the flattened pixels, or on a bag of words (multi-hot token ids). The course's MNIST
-    MLP is hidden_units = [64, 32]; no hidden units and a sigmoid head is logistic regression."""
+    """Dense layers on the flattened pixels, on a bag of words (multi-hot token ids), or on a table's encoded
+    columns. The course's MNIST MLP is hidden_units = [64, 32]; no hidden units and a sigmoid head is logistic
+    regression, and a linear head linear regression."""
 
     default_space: ClassVar[dict] = {
         "training.optimizer.learning_rate": {"type": "float", "min": 1e-3, "max": 1e-1, "sampling": "log"},
@@ -107,7 +120,7 @@ class MLPConfig(ImageModel):
         "model.activation": {"type": "choice", "values": ["relu", "elu", "swish"]},
     }
 
-    inputs: ClassVar[tuple[str, ...]] = ("image", "tokens", "text")
+    inputs: ClassVar[tuple[str, ...]] = ("image", "tokens", "text", "columns")
 
     name: Literal["mlp"]
     hidden_units: tuple[Width, ...] = Field((64, 32), max_length=16)
@@ -171,6 +184,34 @@ class ResNetConfig(BatchNormKnob, ImageModel):
 
     def min_side(self) -> int:
         return 2 ** (len(self.stages) - 1)
+
+
+@family
+class PretrainedConfig(ImageModel):
+    """A keras.applications backbone (its top removed, global average pooling) under a new softmax head. The
+    image is made what the backbone takes inside the model (grayscale repeated to 3 channels, resized to
+    input_size, the backbone's own preprocessing), so the export still takes the raw uint8 image."""
+
+    default_space: ClassVar[dict] = {
+        "training.fine_tune.learning_rate": {"type": "float", "min": 1e-5, "max": 1e-3, "sampling": "log"},
+        "training.fine_tune.unfreeze": {"type": "choice", "values": [20, 60, "all"]},
+    }
+
+    name: Literal["pretrained"]
+    backbone: Literal["mobilenet_v3_small", "efficientnet_v2_b0", "resnet50_v2"] = "mobilenet_v3_small"
+    weights: str = Field(
+        "imagenet",
+        description="imagenet: keras.applications' ImageNet weights (downloaded once, online); none: from scratch; "
+        "else the path of a weights file of the backbone (.weights.h5, as Model.save_weights writes it)",
+    )
+    input_size: int = Field(96, ge=32, le=1024, description="the side the image is resized to, inside the model")
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+    def data_problem(self, data: DataConfig) -> str | None:
+        if data.image_shape[2] not in (1, 3):
+            shape = list(data.image_shape)
+            return f"model.backbone: {self.backbone} takes 1 or 3 channels, but data.image_shape is {shape}"
+        return None
 
 
 @family

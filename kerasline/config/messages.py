@@ -19,19 +19,19 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     try:
         if error["type"] == "extra_forbidden":
             known = list(_model_at(root, loc[:-1]).model_fields)
-            return f"{key}: unknown key{_did_you_mean(loc[-1], known)}"
+            return f"{key}: unknown key{did_you_mean(loc[-1], known)}"
         if error["type"] == "literal_error":
             field = _model_at(root, loc[:-1]).model_fields[loc[-1]]
             allowed = [str(a) for a in typing.get_args(_strip_optional(field.annotation))]
             got = str(error["input"])
-            return f"{key}: {got!r} is not one of {', '.join(allowed)}{_did_you_mean(got, allowed)}"
+            return f"{key}: {got!r} is not one of {', '.join(allowed)}{did_you_mean(got, allowed)}"
     except (KeyError, AttributeError, TypeError):  # a location the schema walk cannot follow: no suggestion
         pass
     if error["type"] == "union_tag_invalid":  # model.name, or a tune.space entry's type
         ctx = error["ctx"]
         allowed, tag = re.findall(r"'([^']*)'", ctx["expected_tags"]), str(ctx["tag"])
         field = ctx["discriminator"].strip("'")
-        return f"{key}.{field}: {tag!r} is not one of {', '.join(allowed)}{_did_you_mean(tag, allowed)}"
+        return f"{key}.{field}: {tag!r} is not one of {', '.join(allowed)}{did_you_mean(tag, allowed)}"
     if error["type"] == "value_error":  # our own checks: their message names the keys
         message = str(error["ctx"]["error"])
         return f"{key}: {message}" if loc and not message.startswith(f"{key}.") else message
@@ -52,7 +52,7 @@ def _without_tags(loc: list[str]) -> list[str]:
     ]
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
+def did_you_mean(word: str, choices: list[str]) -> str:
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
 

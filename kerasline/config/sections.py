@@ -34,10 +34,36 @@ class AugmentConfig(Section):
 Side = Annotated[int, Field(ge=1, le=4096)]
 
 
+class ColumnConfig(Section):
+    """csv: how one column is read and encoded, overriding what is inferred from the file."""
+
+    type: Literal["numeric", "categorical", "boolean", "ignore"] | None = Field(
+        None,
+        description="default: inferred from the file (every value a number: numeric; true/false, yes/no: boolean; "
+        "else categorical); ignore: not a feature",
+    )
+    missing: Literal["mean", "mode", "category"] | None = Field(
+        None,
+        description="what a missing value (empty, NA) becomes, learned from the training split: numeric the mean; "
+        "categorical its own 'missing' category (default) or the mode; boolean the mode",
+    )
+    encoding: Literal["one_hot", "embedding"] = Field("one_hot", description="categorical")
+    embedding_dim: int = Field(8, ge=1, le=4096, description="categorical with encoding = 'embedding'")
+
+    @model_validator(mode="after")
+    def _missing_fits_the_type(self) -> "ColumnConfig":
+        allowed = {"numeric": ("mean",), "categorical": ("category", "mode"), "boolean": ("mode",)}
+        if self.type in allowed and self.missing is not None and self.missing not in allowed[self.type]:
+            raise ValueError(f"missing: a {self.type} column takes {' or '.join(allowed[self.type])}")
+        return self
+
+
 class DataConfig(Section):
-    source: Literal["samples", "tfds", "folder"] = "samples"
-    input: Literal["image", "tokens", "text"] = Field(
-        "image", description="what the model and its export take: uint8 pixels, int token ids or raw strings"
+    source: Literal["samples", "tfds", "folder", "csv"] = "samples"
+    input: Literal["image", "tokens", "text", "columns"] = Field(
+        "image",
+        description="what the model and its export take: uint8 pixels, int token ids, raw strings, or a table's "
+        "raw columns (the default with a csv source)",
     )
     task: Literal["classification", "segmentation"] | None = Field(
         None,
@@ -47,8 +73,14 @@ class DataConfig(Section):
     name: str = Field(
         "mnist_8k",
         description="samples: a file stem in data/ or a .npz path; tfds: a dataset name; "
-        "folder: a directory with one sub-folder per class",
+        "folder: a directory with one sub-folder per class; csv: a .csv path or a file stem in data/",
     )
+    label: str | None = Field(None, description="csv: the label column (class names or numbers, or values)")
+    columns: dict[str, ColumnConfig] = Field({}, description="csv: per-column overrides, keyed by column name")
+    crosses: tuple[tuple[str, str], ...] = Field(
+        (), description="csv: pairs of categorical columns whose combinations are features of their own"
+    )
+    delimiter: str = Field(",", min_length=1, max_length=1, description="csv: the field delimiter")
     image_shape: tuple[Side, Side, Annotated[int, Field(ge=1, le=4)]] = (28, 28, 1)
     sequence_length: int = Field(256, ge=1, le=100_000, description="tokens and text: padded or cut to this")
     vocab_size: int = Field(
@@ -59,9 +91,15 @@ class DataConfig(Section):
     )
     num_classes: int = Field(10, ge=2, le=100_000)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(0.125, gt=0, lt=0.5, description="samples and folder sources")
+    test_fraction: float = Field(0.125, gt=0, lt=0.5, description="samples, folder and csv sources")
     limit: PositiveInt | None = Field(
-        None, description="image samples and folder: use N examples, then split; tokens and tfds: at most N per split"
+        None,
+        description="image samples, folder and csv: use N examples, then split; tokens and tfds: at most N per split",
+    )
+    labels_per_class: PositiveInt | None = Field(
+        None,
+        description="keep only N training examples of each class (seeded; a smaller N's are among a larger N's): "
+        "few-label experiments. Validation and test are unchanged (samples and csv sources)",
     )
     batch_size: int = Field(128, ge=1, le=65_536, description="global batch, split across replicas")
     shard: Literal["data", "file"] = Field(
@@ -74,10 +112,18 @@ class DataConfig(Section):
     on_error: Literal["raise", "skip"] = Field("raise", description="skip: drop bad records and report them")
     augment: AugmentConfig = AugmentConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_table_gives_columns(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("source") == "csv" and "input" not in raw:
+            return {**raw, "input": "columns"}
+        return raw
+
     @model_validator(mode="after")
     def _shards_need_files(self) -> "DataConfig":
-        if self.shard == "file" and self.source == "samples":
-            raise ValueError("data.shard: 'file' needs a source of many files (tfds or folder); samples is one file")
+        if self.shard == "file" and self.source in ("samples", "csv"):
+            many = "data.shard: 'file' needs a source of many files (tfds or folder)"
+            raise ValueError(f"{many}; {self.source} is one file")
         return self
 
 
@@ -98,6 +144,17 @@ class ScheduleConfig(Section):
     patience: int = Field(2, ge=1, le=10_000, description="plateau")
 
 
+class FineTuneConfig(Section):
+    """The second phase of a pretrained backbone's training: the first (training.epochs, with training.optimizer
+    and training.schedule) trains the new head on the frozen backbone; this one unfreezes the backbone's top
+    layers (BatchNorm stays frozen) and goes on at a lower learning rate."""
+
+    epochs: int = Field(0, ge=0, le=10_000, description="0: no second phase")
+    learning_rate: float = Field(1e-4, gt=0, le=10, description="with training.optimizer's other settings")
+    unfreeze: PositiveInt | Literal["all"] = Field("all", description="the top N layers of the backbone, or all")
+    schedule: ScheduleConfig = ScheduleConfig()
+
+
 class TrainingConfig(Section):
     epochs: int = Field(20, ge=1, le=10_000)
     strategy: Literal["auto", "one_device", "mirrored", "multi_worker"] = "auto"
@@ -108,11 +165,20 @@ class TrainingConfig(Section):
     early_stopping_patience: int | None = Field(5, ge=1, le=10_000)
     jit_compile: bool | Literal["auto"] = Field("auto", description="XLA; auto: Keras decides (off on a CPU)")
     steps_per_execution: int = Field(1, ge=1, le=10_000, description="training steps per traced call")
+    class_weight: Literal["balanced"] | None = Field(
+        None, description="balanced: weigh each example's loss by n / (classes × its class's count) (labels only)"
+    )
     verbose: Literal["bar", "epoch", "silent"] = Field(
         "epoch", description="what fit prints (and run.log keeps): a progress bar, one line per epoch, or nothing"
     )
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    fine_tune: FineTuneConfig = FineTuneConfig()
+
+    @property
+    def total_epochs(self) -> int:
+        """Every phase's: training.epochs, then training.fine_tune.epochs."""
+        return self.epochs + self.fine_tune.epochs
 
     @model_validator(mode="after")
     def _one_step_per_call_across_workers(self) -> "TrainingConfig":

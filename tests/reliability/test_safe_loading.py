@@ -7,9 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-SOURCES = [
-    p for d in ("kerasline", "pipelines", "models", "training", "export") for p in (ROOT / d).rglob("*.py")
-]
+SOURCES = [p for d in ("kerasline", "pipelines", "models", "training", "export") for p in (ROOT / d).rglob("*.py")]
 
 
 def calls(path: Path):

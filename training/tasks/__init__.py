@@ -10,12 +10,14 @@ from kerasline.training.tasks.classification import Classification
 from kerasline.training.tasks.generation import Generation
 from kerasline.training.tasks.reconstruction import Reconstruction
 from kerasline.training.tasks.segmentation import Segmentation
+from kerasline.training.tasks.tabular import Tabular
 
 TASKS: dict[str, type[Task]] = {
     "classification": Classification,
     "segmentation": Segmentation,
     "generate": Generation,
     "reconstruct": Reconstruction,
+    "tabular": Tabular,
 }
 
 

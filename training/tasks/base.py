@@ -5,6 +5,7 @@ As in Model Garden's vision tasks (official/vision/tasks/), one module per task 
 metrics, visuals and exports side by side; this base class holds what most tasks share.
 """
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,10 @@ class Task:
         stateful = []
         if training.early_stopping_patience and monitor:
             patience = training.early_stopping_patience
-            stateful.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience))
+            # With a fine-tuning phase, only its epochs count: the first phase trains a new head, and runs whole.
+            first = training.epochs if training.fine_tune.epochs else 0
+            stopping = dict(monitor=monitor, mode=mode, patience=patience, start_from_epoch=first)
+            stateful.append(keras.callbacks.EarlyStopping(**stopping))
         if training.schedule.name == "plateau":
             plateau = dict(factor=training.schedule.decay_rate, patience=training.schedule.patience)
             stateful.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, **plateau))
@@ -122,7 +126,7 @@ class Task:
             *visuals,
             keras.callbacks.TensorBoard(str(logs), histogram_freq=1),
             *stateful,
-            RunCheckpoint(run_dir, monitor, resume, stateful, training.epochs),
+            RunCheckpoint(run_dir, monitor, resume, stateful, training.total_epochs),
         ]
 
     def visuals(self, log_dir: Path, data: Datasets) -> list[keras.callbacks.Callback]:
@@ -138,6 +142,11 @@ class Task:
         return {}
 
     # Export
+    def card_section(self, run_dir: Path) -> list[str]:
+        """The model card's lines on what the export does that the other sections do not show (a table's
+        preprocessing), as Markdown with a `##` heading; [] for nothing."""
+        return []
+
     def export_model(self, weights: Path) -> keras.Model:
         """The trained model rebuilt in float32, whatever precision it was trained in, with portable recurrent
         kernels: tf2onnx cannot convert cuDNN's, which Keras picks whenever a GPU is visible."""
@@ -195,6 +204,20 @@ def _layers(layer: keras.layers.Layer):
     for wrapped in ("forward_layer", "backward_layer", "layer"):
         if hasattr(layer, wrapped):
             yield from _layers(getattr(layer, wrapped))
+
+
+def named_function(body: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]], specs: dict[str, tf.TensorSpec]):
+    """A tf.function of one argument per spec, named as the dict names it (a SavedModel signature's input names,
+    which are Python identifiers), calling `body({name: tensor})`."""
+    names = list(specs)
+
+    def call(*tensors: tf.Tensor) -> dict[str, tf.Tensor]:
+        return body(dict(zip(names, tensors, strict=True)))
+
+    # tf.function names a signature's inputs after the Python function's parameters.
+    named = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    call.__signature__ = inspect.Signature([inspect.Parameter(name, named) for name in names])
+    return tf.function(call, input_signature=[tf.TensorSpec(s.shape, s.dtype, name=n) for n, s in specs.items()])
 
 
 def raw_input_function(

@@ -55,21 +55,20 @@ class Classification(Task):
         matrix = ConfusionMatrix(log_dir / "validation", data.validation, self.cfg.data.num_classes)
         return [matrix, *super().visuals(log_dir, data)]
 
+    def head_outputs(self, y: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The model's output → `probabilities` float32 [B, K] and `class_id` int64 [B]; for a sigmoid head
+        `probability` float32 [B] (of class 1) and `class_id`; for a linear head `value` float32 [B]."""
+        if self.head == "sigmoid":
+            return {PROBABILITY: y[:, 0], "class_id": tf.cast(y[:, 0] > 0.5, tf.int64)}
+        if self.head == "linear":
+            return {VALUE: y[:, 0]}
+        return {PROBABILITIES: y, "class_id": tf.argmax(y, axis=-1)}
+
     def serving_function(
         self, model: keras.Model, data: DataConfig, vectorize: keras.layers.TextVectorization | None = None
     ) -> Function:
-        """data.input's raw input → `probabilities` float32 [B, K] and `class_id` int64 [B]; for a sigmoid head
-        `probability` float32 [B] (of class 1) and `class_id`; for a linear head `value` float32 [B]."""
-        head = self.head
-
-        def outputs(y: tf.Tensor) -> dict[str, tf.Tensor]:
-            if head == "sigmoid":
-                return {PROBABILITY: y[:, 0], "class_id": tf.cast(y[:, 0] > 0.5, tf.int64)}
-            if head == "linear":
-                return {VALUE: y[:, 0]}
-            return {PROBABILITIES: y, "class_id": tf.argmax(y, axis=-1)}
-
-        return raw_input_function(model, data, outputs, vectorize)
+        """data.input's raw input → the head's outputs (`head_outputs`)."""
+        return raw_input_function(model, data, self.head_outputs, vectorize)
 
     def signatures(self, model: keras.Model, onnx_model: keras.Model, run_dir: Path) -> dict[str, Signature]:
         data, vectorize = self.cfg.data, self._run_vectorizer(run_dir)
