@@ -12,15 +12,15 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig, PretrainedConfig
+from kerasline.config import ExperimentConfig
 from kerasline.errors import Diverged, Preempted, UserError
 from kerasline.files import write_text_atomic
 from kerasline.pipelines import Datasets
 from kerasline.training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
 from kerasline.training.init_from import initialise, summary
 from kerasline.training.phases import (
-    PhaseLog,
     phase_at,
+    phase_callbacks,
     phase_training,
     phases,
     pretrained_weights,
@@ -107,7 +107,7 @@ def _train_run(
             if cfg.model.init_from:
                 print(f"init from:   {summary(initialise(model, cfg.model.init_from, run_dir if chief else None))}")
     with output_dir(strategy, run_dir) as out_dir:
-        callbacks = [*callbacks, *_phase_log(cfg, out_dir), *task.callbacks(out_dir, data, resume, model)]
+        callbacks = [*callbacks, *phase_callbacks(cfg, out_dir), *task.callbacks(out_dir, data, resume, model)]
         checkpoint = callbacks[-1]
         if not resume.finished:
             # Workers would stop at different steps: a multi-worker job resumes from its last epoch instead.
@@ -184,11 +184,6 @@ def _checkpoint_phase(cfg: ExperimentConfig, run_dir: Path) -> int:
         return 1
     state = json.loads((newest / "state.json").read_text())
     return phase_at(cfg, state["epoch"], state["step"])
-
-
-def _phase_log(cfg: ExperimentConfig, log_dir: Path) -> list[keras.callbacks.Callback]:
-    """TensorBoard's `phase` and `trainable_weights` per epoch, where there are phases."""
-    return [PhaseLog(log_dir / "logs" / "train", cfg)] if isinstance(cfg.model, PretrainedConfig) else []
 
 
 def _stream(model: keras.Model, data: Datasets, *args, **kwargs) -> tf.data.Dataset | tf.distribute.DistributedDataset:

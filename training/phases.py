@@ -72,6 +72,11 @@ class PhaseLog(EpochSummaries):
         tf.summary.scalar("trainable_weights", trainable_count(self.model), step=epoch)
 
 
+def phase_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
+    """TensorBoard's `phase` and `trainable_weights` per epoch, where there are phases (a backbone)."""
+    return [PhaseLog(run_dir / "logs" / "train", cfg)] if isinstance(cfg.model, PretrainedConfig) else []
+
+
 def pretrained_weights(cfg: ExperimentConfig) -> list[np.ndarray] | None:
     """The backbone's starting weights, as model.weights says (None: from scratch, or no backbone). Fetched before
     a run opens, so that a refusal (a missing or misfit file, imagenet offline) leaves nothing behind."""
