@@ -66,10 +66,11 @@ tensorboard: setup  ## serve runs/ on 127.0.0.1 (PORT=6006)
 	@echo "TensorBoard: http://127.0.0.1:$(PORT)/  (logdir runs/)"
 	$(BIN)/tensorboard --logdir runs --host 127.0.0.1 --port $(PORT)
 
+# One test file per core on CI's two: a file's tests, and the runs its module fixtures train, stay on one worker.
 test: setup  ## the test suite (what CI runs)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
-bench: setup  ## benchmarks: prints a table, writes benchmarks/results.json and RESULTS.md (BENCH="--perf --quick")
+bench: setup  ## benchmarks, 45 min on 2 idle cores (refuses if loaded): results.json, RESULTS.md (BENCH="--quick": 8 min; "--allow-load"; "--perf")
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python -m benchmarks.run $(BENCH)
 

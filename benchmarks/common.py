@@ -1,7 +1,7 @@
-"""What the benchmark items share: timers, the timed `train` run, item 1's pipeline measurement, table formatting.
+"""What the benchmark items share: timers, the timed `train` run, item 1's pipeline measurement and its figure.
 
-benchmarks/run.py orchestrates the items; the items (generative, zoo, perf, race, serving) import from here, never
-from run.py.
+benchmarks/run.py orchestrates the items; the items (generative, zoo, perf, race, serving) import from here and
+from benchmarks/figures.py, never from run.py.
 """
 
 import statistics
@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks.figures import Figure, interleaved, spread
 from kerasline.config import ExperimentConfig
 from kerasline.training.fit import compile_model, setup, train
 from kerasline.training.tasks import build_inputs
@@ -89,8 +90,8 @@ def pipeline_overhead(cfg: ExperimentConfig, epochs: int) -> dict:
     """Item 1: two identical fresh models, one fed by the pipeline, one by the same batches from memory.
 
     Each feed runs as train() runs it, one fit over a continuous multi-epoch stream. The feeds take turns
-    in ABBA blocks of `epochs` so a trend in machine load falls on both; each block's first epoch
-    (tracing, iterator and cache start-up) is dropped.
+    in blocks of `epochs`, A B B A (figures.interleaved), so a trend in machine load falls on both; each block's
+    first epoch (tracing, iterator and cache start-up) is dropped.
     """
     data = build_inputs(cfg)
     steps = data.steps_per_epoch
@@ -103,7 +104,7 @@ def pipeline_overhead(cfg: ExperimentConfig, epochs: int) -> dict:
     }
     models = {name: fresh_model(cfg, steps) for name in feeds}
     epoch_s: dict[str, list[float]] = {name: [] for name in feeds}
-    for block, name in enumerate(["pipeline", "in_memory", "in_memory", "pipeline"]):
+    for block, name in enumerate(interleaved(list(feeds), rounds=2)):
         timer = EpochTimer()
         feed = feeds[name](block)
         models[name].fit(feed, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)
@@ -120,9 +121,23 @@ def pipeline_overhead(cfg: ExperimentConfig, epochs: int) -> dict:
     }
 
 
-def met(ok: bool) -> str:
-    """A table's met? column."""
-    return "yes" if ok else "NO"
+def overhead_figure(what: str, overhead: dict) -> Figure:
+    """Item 1's figure (and item 11's): the median step time fed by the pipeline against the same batches from
+    memory, target ≤ 1.05, with the range over the measured epochs."""
+    per_step = {
+        name: spread([1000 * t / overhead["steps_per_epoch"] for t in overhead[f"{name}_epoch_s"]])
+        for name in ("pipeline", "in_memory")
+    }
+    return Figure(
+        f"{what}: step time, pipeline vs the same batches in memory",
+        per_step["pipeline"][0],
+        "ms/step",
+        baseline=per_step["in_memory"][0],
+        target="<= 1.05",
+        value_range=per_step["pipeline"][1],
+        baseline_range=per_step["in_memory"][1],
+        runs=len(overhead["pipeline_epoch_s"]),
+    )
 
 
 def format_table(rows: Sequence[tuple[str, str, str, str]]) -> str:

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 import kerasline.training.fit
 from benchmarks.common import format_table, steady, train_default
+from benchmarks.figures import Figure
 from kerasline.config import ExperimentConfig, load_experiment
 from kerasline.models.gan import fixed_noise
 from kerasline.timing import median_ms
@@ -80,8 +81,17 @@ def batch1_latency(version: Path, inputs: dict[str, np.ndarray], calls: int) -> 
     return {"median_ms": ms, "ort_vs_saved_model_batch1": ms["onnxruntime"] / ms["saved_model"]}
 
 
-def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, classifier_run: Path) -> dict:
-    """Trains and exports each experiment in `tmp`; scores GAN samples with the classifier of `classifier_run`."""
+def generative_item(
+    tmp: Path,
+    quick: bool,
+    classifier_cfg: ExperimentConfig,
+    classifier_run: Path,
+    experiments: tuple[str, ...] = EXPERIMENTS,
+    overrides: list[str] | None = None,
+) -> dict:
+    """Trains and exports each of `experiments` in `tmp`; scores GAN samples with the classifier of `classifier_run`.
+    `overrides`, where given, replace the training settings (shipped, or --quick's): the 45-minute bench's budget."""
+    overrides = overrides if overrides is not None else QUICK_OVERRIDES if quick else []
     from kerasline.export import export_run
 
     classifier = task_for(classifier_cfg).export_model(classifier_run / "best.weights.h5")
@@ -92,9 +102,9 @@ def generative_item(tmp: Path, quick: bool, classifier_cfg: ExperimentConfig, cl
     reference = np.asarray(scorer.predict(test_digits.astype(np.float32), verbose=0)[0])
     results = {"classifier_run": str(classifier_run), "real_digits": digit_scores(scorer, other_digits, reference)}
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
-    for name in EXPERIMENTS:
+    for name in experiments:
         print(f"    {name}", flush=True)
-        cfg = load_experiment(name, [*redirect, *(QUICK_OVERRIDES if quick else [])])
+        cfg = load_experiment(name, [*redirect, *overrides])
         trained = train_default(cfg)
         version = export_run(cfg, trained["run_dir"])
         report = json.loads((version / "verification.json").read_text())
@@ -127,7 +137,7 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
     real = results["real_digits"]
     triple = "{confidence:.3f} | {class_entropy:.3f} | {frechet:.2f}"
     rows = [("9. real digits: confidence | class entropy | Fréchet", triple.format(**real), "", "")]
-    for name in EXPERIMENTS:
+    for name in (name for name in EXPERIMENTS if name in results):
         row = results[name]
         if "frechet" in row:
             rows.append((f"9. {name}: confidence | class entropy | Fréchet", triple.format(**row), "", ""))
@@ -138,6 +148,31 @@ def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
         )
         rows.append(("   samples/s | parity max abs diff | ORT / SavedModel batch 1", speed, "", ""))
     return rows
+
+
+def figures(results: dict) -> list[Figure]:
+    """Per experiment: the GAN's Fréchet distance beside the real digits' (and its confidence and class entropy),
+    or the autoencoder's reconstruction MSE; export parity (no target: uint8 images differ by whole steps) and
+    ONNX Runtime ÷ SavedModel at batch 1 (≤ 0.5)."""
+    real, out = results["real_digits"], []
+    for name in (name for name in EXPERIMENTS if name in results):
+        row = results[name]
+        if "frechet" in row:
+            out += [
+                Figure(f"generative {name}: Fréchet distance to test digits, generated vs real", row["frechet"], "",
+                       baseline=real["frechet"]),
+                Figure(f"generative {name}: classifier confidence", row["confidence"], ""),
+                Figure(f"generative {name}: entropy of predicted classes (uniform 2.30)", row["class_entropy"], "nats"),
+            ]  # fmt: skip
+        else:
+            out.append(Figure(f"generative {name}: test reconstruction MSE", row["test_reconstruction_mse"], ""))
+        ms = row["median_ms"]
+        out += [
+            Figure(f"generative {name}: export parity, max abs diff", row["parity_max_abs_diff"], "abs"),
+            Figure(f"generative {name}: batch-1 latency, ONNX Runtime vs SavedModel", ms["onnxruntime"], "ms",
+                   baseline=ms["saved_model"], target="<= 0.5"),
+        ]  # fmt: skip
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,15 @@
 """The performance suite (items 10, 11 and 12 of `make bench`), and benchmarks/RESULTS.md, which it regenerates.
 
-7. Race against PyTorch: whole training runs of `training.fit.train` (ours) and a plain eager PyTorch loop
-   (benchmarks/torch_models.py) on the same data, architecture, batch size and optimiser, each run in a fresh
-   process (benchmarks/race.py), the two sides interleaved A B B A so drifting machine load falls on both.
-   Two ratios per model: steady-state samples/s (median epoch after the first) and whole-run wall time.
-   Then the levers, each a variant of our run interleaved with the plain one on the convnet.
-8. Input pipeline for every experiment with augmentation on: item 1's measurement (the pipeline vs the same
-   batches from memory) on a slice of its data, and the augmentation pipeline's examples/s with no model.
-9. Inference: each race model's last run exported as the project publishes it, then ONNX Runtime against the
-   SavedModel at batch 1 and 64, and an int8 ONNX variant (dynamic quantisation) with its test-accuracy change.
+10. The race: whole training runs of `training.fit.train` (ours), plain Keras `model.fit` on numpy arrays and a
+    plain eager PyTorch loop (benchmarks/torch_models.py) on the same data, architecture, batch size and optimiser,
+    each run in a fresh process (benchmarks/race.py), the lanes interleaved A B C C B A A B C (figures.interleaved)
+    and each run started by the load gate. Per model: steady-state samples/s (median epoch after the first) and
+    whole-run samples/s (samples × epochs ÷ wall time), each the median of the rounds with its range.
+    Then (`--perf` only) the levers, each a variant of our convnet run interleaved with the plain one.
+11. Input pipeline of the experiments with augmentation on: item 1's measurement (the pipeline vs the same batches
+    from memory) on a slice of its data, and the augmentation pipeline's examples/s with no model.
+12. Inference: each race model's last run of ours exported as the project publishes it, then ONNX Runtime against
+    the SavedModel at batch 1 and 64, and an int8 ONNX variant (dynamic quantisation) with its test-accuracy change.
 """
 
 import json
@@ -17,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,28 +26,43 @@ import onnxruntime as ort
 import tensorflow as tf
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from benchmarks.common import met, pipeline_overhead
+from benchmarks.common import overhead_figure, pipeline_overhead
+from benchmarks.figures import Figure, LoadGate, Reading, interleaved, spread
 from kerasline.config import load_experiment
 from kerasline.export import export_run
-from kerasline.files import write_text_atomic
 from kerasline.timing import median_ms
 from kerasline.training.tasks import build_inputs, task_for
 
 ROOT = Path(__file__).resolve().parents[1]
-RACE = ("mnist_convnet", "imdb_lstm", "imdb_transformer")
-RACE_EPOCHS = {"mnist_convnet": 6, "imdb_lstm": 3, "imdb_transformer": 2}
-TARGETS = {"steady_vs_torch_min": 1.5, "whole_run_vs_torch_min": 1.2, "bf16_accuracy_drop_max_points": 0.2}
-# Every experiment with augmentation on, and the slice of it item 11 uses (the ratio is per step, so a slice
-# with ~20 steps an epoch is enough). imdb_reviews_lstm needs the tfds download: not measured offline.
+RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+LANES = {"ours": "ours", "keras": "plain Keras model.fit", "torch": "PyTorch"}  # the race's lanes, in order
+# Each race model: (epochs a run, overrides). In the 45-minute bench the text models run on 500 reviews (450 to
+# train): PyTorch's LSTM trains about 50 reviews a second on 2 cores, and 3 rounds × 3 lanes of whole runs must fit.
+# On so few reviews compiling (XLA, for imdb_lstm) weighs on the whole run; `--perf` races them on 2,000.
+RACE = {
+    "mnist_convnet": (4, []),
+    "imdb_lstm": (3, ["data.limit=500"]),
+    "imdb_transformer": (3, ["data.limit=500"]),
+}
+RACE_LONG = {
+    "mnist_convnet": (6, []),
+    "imdb_lstm": (3, ["data.limit=2000"]),
+    "imdb_transformer": (3, ["data.limit=2000"]),
+}
+ROUNDS = 3  # every lane at least 3 times: a median and a range
+# Item 11: the experiments with augmentation on, and the slice each uses (the ratio is per step, so a slice with
+# ~10-20 steps an epoch is enough). imdb_reviews_lstm needs the tfds download: not measured offline. The 45-minute
+# bench measures those whose step is short enough for the pipeline to matter; --perf measures them all.
 PIPELINE_EXPERIMENTS = {
     "digits_lenet": [],
-    "digits_resnet": ["data.limit=2400"],
-    "digits_vit": ["data.limit=2400"],
-    "digits_wide_cnn": ["data.limit=2400"],
-    "imdb_lstm": ["data.limit=1200"],
-    "imdb_gru": ["data.limit=1200"],
-    "imdb_transformer": ["data.limit=1200"],
+    "digits_resnet": ["data.limit=1200"],
+    "digits_vit": ["data.limit=1200"],
+    "imdb_lstm": ["data.limit=600"],
+    "imdb_transformer": ["data.limit=400"],
+    "digits_wide_cnn": ["data.limit=600"],
+    "imdb_gru": ["data.limit=400"],
 }
+FULL_PIPELINES = ("digits_lenet", "digits_resnet", "digits_vit")
 # Levers, each a variant of our real training run timed against a base run of the same experiment (`base` and
 # `lever` are overrides or environment). `predicted` is what we expected before measuring; `kept` is what the code
 # and experiment files now do (the knobs are declared in kerasline/config.py). Text levers run on a slice: the
@@ -92,18 +109,34 @@ LEVERS = {
         "kept": "float32",
     },
 }
-QUICK = {
-    "race_epochs": 2,
-    "race_overrides": ["data.limit=640"],
-    "levers": ("mnist_convnet: jit_compile",),
-    "pipelines": ("digits_lenet", "imdb_lstm"),
+LEVER_EPOCHS = 3
+# What each plan runs: `make bench` (full), `--perf` (full and the levers, every pipeline), `--quick` (a check that
+# it all runs: one race model on a slice, one round, one pipeline, one inference; `--perf --quick` one lever).
+PLANS = {
+    "full": {"race": RACE, "rounds": ROUNDS, "levers": (), "pipelines": FULL_PIPELINES, "calls": {1: 200, 64: 30}},
+    "perf": {
+        "race": RACE_LONG,
+        "rounds": ROUNDS,
+        "levers": tuple(LEVERS),
+        "pipelines": tuple(PIPELINE_EXPERIMENTS),
+        "calls": {1: 200, 64: 30},
+    },
+    "quick": {
+        "race": {"mnist_convnet": (2, ["data.limit=640"])},
+        "rounds": 1,
+        "levers": (),
+        "pipelines": ("digits_lenet",),
+        "calls": {1: 30, 64: 5},
+        "shrink": ["data.limit=640"],
+    },
 }
+PLANS["perf-quick"] = {**PLANS["quick"], "levers": ("mnist_convnet: jit_compile",)}
 
 
-def race_run(side: str, experiment: str, epochs: int, overrides: list[str], env: dict | None = None) -> dict:
+def race_run(lane: str, experiment: str, epochs: int, overrides: list[str], env: dict | None = None) -> dict:
     """One whole run in a fresh process (benchmarks/race.py); its JSON line."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.race", side, experiment, str(epochs), *overrides],
+        [sys.executable, "-m", "benchmarks.race", lane, experiment, str(epochs), *overrides],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -111,78 +144,97 @@ def race_run(side: str, experiment: str, epochs: int, overrides: list[str], env:
         timeout=1800,
     )
     if proc.returncode:
-        raise RuntimeError(f"race {side} {experiment} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"race {lane} {experiment} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def samples_per_s(run: dict, samples: int) -> float:
-    epochs = run["epoch_s"][1:] or run["epoch_s"]
-    return samples / statistics.median(epochs)
+def lanes_in_turn(lanes: list[str], run: Callable[[str, bool], dict], rounds: int, gate: LoadGate,
+                  label: str) -> dict[str, list[dict]]:  # fmt: skip
+    """Each lane's runs, `rounds` of each, interleaved, the gate's reading before every run beside its result.
+    `run(lane, last)` runs a lane once; `last` says whether it is that lane's last run."""
+    order = interleaved(lanes, rounds)
+    runs: dict[str, list[dict]] = {lane: [] for lane in lanes}
+    for i, lane in enumerate(order):
+        what = f"{label}: {lane}, run {len(runs[lane]) + 1} of {rounds}"
+        print(f"    {what}", flush=True)
+        reading = gate(what)
+        runs[lane].append({**run(lane, lane not in order[i + 1 :]), "gate": reading})
+    return runs
 
 
-def summarise(runs: list[dict], samples: int) -> dict:
-    """Median and spread (min, max) over the repeats."""
-    sps, wall = [samples_per_s(r, samples) for r in runs], [r["wall_s"] for r in runs]
-    return {
-        "samples_per_s": statistics.median(sps),
-        "samples_per_s_range": [min(sps), max(sps)],
-        "wall_s": statistics.median(wall),
-        "wall_s_range": [min(wall), max(wall)],
+def summarise(runs: list[dict], samples: int, epochs: int) -> dict:
+    """Median and (min, max) over a lane's runs: steady samples/s (median epoch after the first), whole-run samples/s
+    (every epoch's samples ÷ the run's wall time), wall time, test accuracy."""
+    steady = [samples / statistics.median(r["epoch_s"][1:] or r["epoch_s"]) for r in runs]
+    per_run = {
+        "samples_per_s": steady,
+        "whole_run_samples_per_s": [samples * epochs / r["wall_s"] for r in runs],
+        "wall_s": [r["wall_s"] for r in runs],
         "accuracy": [r["accuracy"] for r in runs],
-        "runs": runs,
     }
-
-
-def race(experiment: str, epochs: int, repeats: int, keep_runs: Path, overrides: list[str]) -> dict:
-    """Ours and PyTorch in turns, A B B A ...; the last of our runs is kept in `keep_runs` for item 12."""
-    samples = int(task_for(load_experiment(experiment, overrides)).load_splits().train.cardinality())
-    runs: dict[str, list[dict]] = {"ours": [], "torch": []}
-    order = [side for i in range(repeats) for side in (("ours", "torch") if i % 2 == 0 else ("torch", "ours"))]
-    for i, side in enumerate(order):
-        keep = [f"runs_dir={keep_runs}"] if side == "ours" and "ours" not in order[i + 1 :] else []
-        runs[side].append(race_run(side, experiment, epochs, [*overrides, *keep]))
-    ours, torch = summarise(runs["ours"], samples), summarise(runs["torch"], samples)
-    return {
-        "epochs": epochs,
-        "repeats": repeats,
-        "train_samples": samples,
-        "ours": ours,
-        "torch": torch,
-        "steady_ratio": ours["samples_per_s"] / torch["samples_per_s"],
-        "whole_run_ratio": torch["wall_s"] / ours["wall_s"],
-    }
-
-
-def levers(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
-    """Each lever's run against its base run, interleaved base, lever, lever, base."""
-    out = {}
-    for name in names:
-        lever = LEVERS[name]
-        experiment = name.split(":")[0]
-        overrides = {side: [*lever.get(side, []), *shrink] for side in ("base", "lever")}
-        samples = int(task_for(load_experiment(experiment, overrides["base"])).load_splits().train.cardinality())
-        runs: dict[str, list[dict]] = {"base": [], "lever": []}
-        for side in ("base", "lever", "lever", "base"):
-            env = lever.get(f"{side}_env")
-            runs[side].append(race_run("ours", experiment, lever.get("epochs", epochs), overrides[side], env))
-        base, variant = summarise(runs["base"], samples), summarise(runs["lever"], samples)
-        out[name] = {
-            "predicted": lever["predicted"],
-            "kept": lever["kept"],
-            "base": base,
-            "lever": variant,
-            "steady_ratio": variant["samples_per_s"] / base["samples_per_s"],
-            "whole_run_ratio": base["wall_s"] / variant["wall_s"],
-            "accuracy_change_points": 100 * (statistics.mean(variant["accuracy"]) - statistics.mean(base["accuracy"])),
-        }
+    out: dict = {"runs": runs}
+    for key, values in per_run.items():
+        out[key], out[f"{key}_range"] = spread(values)
     return out
 
 
-def pipelines(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
-    """Item 8: item 1's overhead measurement per experiment, and the augmentation pipeline alone."""
+def race(experiment: str, epochs: int, overrides: list[str], rounds: int, keep_runs: Path, gate: LoadGate) -> dict:
+    """The three lanes of one model; the last run of ours is kept in `keep_runs` for item 12."""
+    samples = int(task_for(load_experiment(experiment, overrides)).load_splits().train.cardinality())
+
+    def run(lane: str, last: bool) -> dict:
+        keep = [f"runs_dir={keep_runs}"] if lane == "ours" and last else []
+        return race_run(lane, experiment, epochs, [*overrides, *keep])
+
+    runs = lanes_in_turn(list(LANES), run, rounds, gate, experiment)
+    return {
+        "epochs": epochs,
+        "overrides": overrides,
+        "rounds": rounds,
+        "order": interleaved(list(LANES), rounds),
+        "train_samples": samples,
+        "lanes": {name: summarise(runs[name], samples, epochs) for name in LANES},
+    }
+
+
+def race_section(tmp: Path, plan: dict, gate: LoadGate) -> dict:
     out = {}
-    for name in names:
-        cfg = load_experiment(name, [*PIPELINE_EXPERIMENTS[name], *shrink])
+    for experiment, (epochs, overrides) in plan["race"].items():
+        print(f"[10] {experiment}: ours, plain Keras and PyTorch, {epochs} epochs a run", flush=True)
+        out[experiment] = race(experiment, epochs, overrides, plan["rounds"], tmp / "perf-runs", gate)
+    return out
+
+
+def levers(plan: dict, gate: LoadGate) -> dict:
+    """Each lever's run against its base run, interleaved base, lever, lever, base, base, lever."""
+    return {name: lever(name, plan, gate) for name in plan["levers"]}
+
+
+def lever(name: str, plan: dict, gate: LoadGate) -> dict:
+    settings, experiment, shrink = LEVERS[name], name.split(":")[0], plan.get("shrink", [])
+    overrides = {side: [*settings.get(side, []), *shrink] for side in ("base", "lever")}
+    epochs = 2 if shrink else settings.get("epochs", LEVER_EPOCHS)
+    samples = int(task_for(load_experiment(experiment, overrides["base"])).load_splits().train.cardinality())
+
+    def run(side: str, last: bool) -> dict:
+        return race_run("ours", experiment, epochs, overrides[side], settings.get(f"{side}_env"))
+
+    runs = lanes_in_turn(["base", "lever"], run, plan["rounds"], gate, name)
+    return {
+        "predicted": settings["predicted"],
+        "kept": settings["kept"],
+        "epochs": epochs,
+        **{side: summarise(runs[side], samples, epochs) for side in ("base", "lever")},
+    }
+
+
+def pipelines(plan: dict, epochs: int = 2) -> dict:
+    """Item 11: item 1's overhead measurement per experiment, and the augmentation pipeline alone."""
+    out = {}
+    for name in plan["pipelines"]:
+        print(f"    {name}", flush=True)
+        overrides = [*PIPELINE_EXPERIMENTS[name], *plan.get("shrink", [])]
+        cfg = load_experiment(name, overrides)
         overhead = pipeline_overhead(cfg, epochs)
         data = build_inputs(cfg)
         start, count = time.perf_counter(), 0
@@ -191,7 +243,7 @@ def pipelines(names: tuple[str, ...], epochs: int, shrink: list[str]) -> dict:
         alone = count / (time.perf_counter() - start)
         consumed = cfg.data.batch_size / (overhead["in_memory_step_ms"] / 1000)
         out[name] = {
-            "overrides": [*PIPELINE_EXPERIMENTS[name], *shrink],
+            "overrides": overrides,
             **overhead,
             "pipeline_examples_per_s": alone,
             "model_examples_per_s": consumed,
@@ -242,158 +294,186 @@ def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[in
     }
 
 
-def performance_suite(tmp: Path, quick: bool, progress: Path | None = None) -> dict:
-    """Items 10, 11 and 12, in that order (item 12 exports the runs item 10 kept). With `progress`, the figures so far
-    are written there after each item, so a run stopped on a busy machine still leaves what it measured."""
-
-    def save() -> None:
-        if progress:
-            write_text_atomic(progress, json.dumps(out, indent=2, default=str) + "\n")
-
-    runs_dir, exports_dir = tmp / "perf-runs", tmp / "perf-exports"
-    shrink = QUICK["race_overrides"] if quick else []
-    out: dict = {"race": {}, "levers": {}, "pipelines": {}, "inference": {}, "targets": TARGETS}
-    for experiment in RACE:
-        epochs = QUICK["race_epochs"] if quick else RACE_EPOCHS[experiment]
-        print(f"[10] {experiment}: ours vs PyTorch, {epochs} epochs a run", flush=True)
-        out["race"][experiment] = race(experiment, epochs, 1 if quick else 2, runs_dir, shrink)
-        save()
-    print("[10] levers", flush=True)
-    out["levers"] = levers(QUICK["levers"] if quick else tuple(LEVERS), QUICK["race_epochs"] if quick else 3, shrink)
-    save()
-    print("[11] input pipeline of every experiment with augmentation on", flush=True)
-    out["pipelines"] = pipelines(QUICK["pipelines"] if quick else tuple(PIPELINE_EXPERIMENTS), 2, shrink)
-    save()
-    for experiment in RACE:
+def inference_section(tmp: Path, plan: dict) -> dict:
+    out = {}
+    for experiment in plan["race"]:
         print(f"[12] {experiment}: export, SavedModel vs ONNX Runtime (float32, int8)", flush=True)
-        calls = {1: 30, 64: 5} if quick else {1: 200, 64: 30}
-        out["inference"][experiment] = inference(experiment, runs_dir, exports_dir, calls)
+        out[experiment] = inference(experiment, tmp / "perf-runs", tmp / "perf-exports", plan["calls"])
     return out
 
 
-def table_rows(perf: dict) -> list[tuple[str, str, str, str]]:
-    rows = []
-    for name, r in perf["race"].items():
-        ours, torch = r["ours"], r["torch"]
-        rows += [
-            (
-                f"10. {name}: samples/s ours / PyTorch (steady)",
-                f"{r['steady_ratio']:.2f}",
-                ">= 1.5",
-                met(r["steady_ratio"] >= TARGETS["steady_vs_torch_min"]),
-            ),
-            ("   samples/s: ours | PyTorch", f"{ours['samples_per_s']:.0f} | {torch['samples_per_s']:.0f}", "", ""),
-            (
-                f"   whole run ({r['epochs']} epochs), PyTorch s / ours s",
-                f"{r['whole_run_ratio']:.2f}",
-                ">= 1.2",
-                met(r["whole_run_ratio"] >= TARGETS["whole_run_vs_torch_min"]),
-            ),
-            ("   wall s: ours | PyTorch", f"{ours['wall_s']:.1f} | {torch['wall_s']:.1f}", "", ""),
-        ]
-    for name, lever in perf["levers"].items():
-        rows.append(
-            (
-                f"10. lever {name}: speed-up steady | whole",
-                f"{lever['steady_ratio']:.2f} | {lever['whole_run_ratio']:.2f}",
-                "",
-                "",
+def _lane_figure(what: str, unit: str, key: str, ours: dict, other: dict, target: str | None = None) -> Figure:
+    """A figure of lane `ours` against lane `other`: medians, their ranges, every run's gate."""
+    return Figure(
+        what,
+        ours[key],
+        unit,
+        baseline=other[key],
+        target=target,
+        value_range=ours[f"{key}_range"],
+        baseline_range=other[f"{key}_range"],
+        runs=len(ours["runs"]),
+        load=Reading.worst(run["gate"] for lane in (ours, other) for run in lane["runs"]),
+    )
+
+
+def race_figures(race_results: dict) -> list[Figure]:
+    """Per model: steady and whole-run samples/s of ours against PyTorch (targets ≥ 1.5 and ≥ 1.2) and against plain
+    Keras `model.fit` (steady ≥ 1.0); test accuracy beside PyTorch's."""
+    figures = []
+    for experiment, r in race_results.items():
+        size = ", ".join([f"{r['epochs']} epochs", *r["overrides"]])
+        name = f"{experiment} ({size})"
+        ours, keras, torch = (r["lanes"][lane] for lane in LANES)
+        figures += [
+            _lane_figure(f"race {name}: steady samples/s, ours vs PyTorch", "samples/s", "samples_per_s", ours,
+                         torch, ">= 1.5"),
+            _lane_figure(f"race {name}: whole-run samples/s, ours vs PyTorch", "samples/s", "whole_run_samples_per_s",
+                         ours, torch, ">= 1.2"),
+            _lane_figure(f"race {name}: steady samples/s, ours vs plain Keras model.fit", "samples/s",
+                         "samples_per_s", ours, keras, ">= 1.0"),
+            _lane_figure(f"race {name}: whole-run samples/s, ours vs plain Keras model.fit", "samples/s",
+                         "whole_run_samples_per_s", ours, keras),
+            _lane_figure(f"race {name}: test accuracy, ours vs PyTorch", "accuracy", "accuracy", ours, torch),
+        ]  # fmt: skip
+    return figures
+
+
+def lever_figures(lever_results: dict) -> list[Figure]:
+    figures = []
+    for name, r in lever_results.items():
+        figures += [
+            _lane_figure(f"lever {name}: steady samples/s, lever vs base", "samples/s", "samples_per_s", r["lever"],
+                         r["base"]),
+            _lane_figure(f"lever {name}: whole-run samples/s, lever vs base", "samples/s", "whole_run_samples_per_s",
+                         r["lever"], r["base"]),
+        ]  # fmt: skip
+    return figures
+
+
+def pipeline_figures(pipeline_results: dict) -> list[Figure]:
+    figures = []
+    for name, p in pipeline_results.items():
+        figures.append(overhead_figure(f"input pipeline {name}", p))
+        figures.append(
+            Figure(
+                f"input pipeline {name}: examples/s, augmentation alone vs what the model consumes",
+                p["pipeline_examples_per_s"],
+                "examples/s",
+                baseline=p["model_examples_per_s"],
             )
         )
-    for name, p in perf["pipelines"].items():
-        rows += [
-            (f"11. {name}: step time, pipeline / in-memory", f"{p['ratio']:.3f}", "<= 1.05", met(p["ratio"] <= 1.05)),
-            (
-                "   examples/s: pipeline alone | model consumes",
-                f"{p['pipeline_examples_per_s']:.0f} | {p['model_examples_per_s']:.0f}",
-                "",
-                "",
-            ),
-        ]
-    for name, inf in perf["inference"].items():
-        for batch, ms in inf["median_ms"].items():
-            value = " | ".join(f"{ms[k]:.2f}" for k in ("saved_model", "onnxruntime", "onnxruntime_int8"))
-            rows.append((f"12. {name} ms, batch {batch}: SM | ORT | ORT int8", value, "", ""))
-        rows += [
-            (
-                "   ORT / SavedModel, batch 1",
-                f"{inf['ort_vs_saved_model_batch1']:.3f}",
-                "<= 0.50",
-                met(inf["ort_vs_saved_model_batch1"] <= 0.5),
-            ),
-            ("   int8 test accuracy change (points)", f"{inf['int8_accuracy_change_points']:+.2f}", "", ""),
-        ]
-    return rows
+    return figures
 
 
-RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
+def ort_figure(what: str, ms: dict, batch: int) -> Figure:
+    """ONNX Runtime against the SavedModel, median ms per call (`ms` holds both): the target is at batch 1."""
+    return Figure(
+        f"{what}: batch-{batch} latency, ONNX Runtime vs SavedModel",
+        ms["onnxruntime"],
+        "ms",
+        baseline=ms["saved_model"],
+        target="<= 0.5" if batch == 1 else None,
+    )
 
 
-def results_markdown(perf: dict, machine: dict, started: str, mode: str) -> str:
-    """benchmarks/RESULTS.md: every figure with both absolute numbers and its spread, levers with their verdicts."""
+def inference_figures(inference_results: dict) -> list[Figure]:
+    figures = []
+    for name, inf in inference_results.items():
+        figures += [ort_figure(f"inference {name}", ms, int(batch)) for batch, ms in inf["median_ms"].items()]
+        one = inf["median_ms"][1]
+        figures += [
+            Figure(f"inference {name}: batch-1 latency, ONNX int8 vs float32", one["onnxruntime_int8"], "ms",
+                   baseline=one["onnxruntime"]),
+            Figure(f"inference {name}: test accuracy, ONNX int8 vs float32", inf["test_accuracy_int8"], "accuracy",
+                   baseline=inf["test_accuracy_float32"]),
+        ]  # fmt: skip
+    return figures
 
-    def spread(values: list[float], digits: int = 0) -> str:
+
+def results_markdown(sections: dict, figures: list[Figure], machine: dict, started: str, mode: str) -> str:
+    """The performance part of benchmarks/RESULTS.md: the race with every lane's median and range, the levers with
+    their verdicts, item 11's pipelines and item 12's inference, from this run's sections' details."""
+
+    def spread_(values: list[float], digits: int = 0) -> str:
         return f"{values[0]:.{digits}f}–{values[1]:.{digits}f}"
 
-    flags = machine.get("flags", {})
+    def ratio(a: float, b: float) -> str:
+        return f"**{a / b:.2f}**"
+
+    invalid = [f.name for f in figures if not f.valid]
+    gate = machine["load_gate"]
     lines = [
         "# Performance suite results",
         "",
-        f"Regenerated by `make bench` ({mode}, started {started}); raw numbers in results.json.",
+        f"Regenerated by `make bench` ({mode}, started {started}); raw numbers and every figure in results.json.",
         "",
-        f"- CPU: {machine.get('cpu_model')}, {machine.get('cpu_count')} logical CPUs; flags: "
-        + ", ".join(f"{k}={v}" for k, v in flags.items()),
-        f"- 1-minute load average: {machine.get('load_avg_1min_before', float('nan')):.2f} before, "
-        f"{machine.get('load_avg_1min_after', float('nan')):.2f} after. Other work on the machine shares the "
-        "cores: runs are interleaved (A B B A) and the range over repeats is given beside each median.",
+        f"- CPU: {machine['cpu']['summary']}.",
+        f"- Load: each lane started once the 1-minute load average, less what the bench's own previous lane left in "
+        f"it, was at most {gate['limit']:.1f} (waiting up to {gate['wait_s']:.0f} s); "
+        + (f"{len(invalid)} figure(s) measured above it (--allow-load), marked invalid." if invalid else
+           "every figure was measured under it.")
+        + " The highest load average before any of a figure's runs is beside it.",
         "",
-        "## 7. Training against PyTorch (whole runs, each in a fresh process)",
+        "## 10. The race: ours, plain Keras model.fit and PyTorch (whole runs, each in a fresh process)",
         "",
-        "| model | epochs | steady samples/s ours (range) | PyTorch (range) | ratio | target | "
-        "whole run s ours (range) | PyTorch (range) | ratio | target | test acc ours / PyTorch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in perf["race"].items():
-        o, t = r["ours"], r["torch"]
+        "| model | epochs, rounds | steady samples/s ours · Keras · PyTorch (range) | ours ÷ PyTorch | target | "
+        "ours ÷ Keras | target | whole run s ours · Keras · PyTorch (range) | ours ÷ PyTorch | target | "
+        "test acc ours · Keras · PyTorch | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name, r in sections.get("race", {}).items():
+        o, k, t = (r["lanes"][lane] for lane in LANES)
+        load = max(run["gate"].load_average for lane in (o, k, t) for run in lane["runs"])
+        sps = " · ".join(f"{x['samples_per_s']:.0f} ({spread_(x['samples_per_s_range'])})" for x in (o, k, t))
+        wall = " · ".join(f"{x['wall_s']:.1f} ({spread_(x['wall_s_range'], 1)})" for x in (o, k, t))
+        acc = " · ".join(f"{100 * x['accuracy']:.1f}%" for x in (o, k, t))
         lines.append(
-            f"| {name} | {r['epochs']} | {o['samples_per_s']:.0f} ({spread(o['samples_per_s_range'])}) | "
-            f"{t['samples_per_s']:.0f} ({spread(t['samples_per_s_range'])}) | **{r['steady_ratio']:.2f}** | ≥ 1.5 | "
-            f"{o['wall_s']:.1f} ({spread(o['wall_s_range'], 1)}) | "
-            f"{t['wall_s']:.1f} ({spread(t['wall_s_range'], 1)}) | "
-            f"**{r['whole_run_ratio']:.2f}** | ≥ 1.2 | "
-            f"{100 * statistics.mean(o['accuracy']):.1f}% / {100 * statistics.mean(t['accuracy']):.1f}% |"
+            f"| {name} ({' '.join(r['overrides']) or 'all data'}) | {r['epochs']}, {r['rounds']} | {sps} | "
+            f"{ratio(o['samples_per_s'], t['samples_per_s'])} | ≥ 1.5 | "
+            f"{ratio(o['samples_per_s'], k['samples_per_s'])} | ≥ 1.0 | {wall} | "
+            f"{ratio(t['wall_s'], o['wall_s'])} | ≥ 1.2 | {acc} | {load:.2f} |"
         )
     lines += [
         "",
-        "Steady state: training samples ÷ the median epoch after the first (an epoch includes its validation "
-        "pass; ours also its callbacks). Whole run: data loading, model building, every epoch and the test pass.",
+        "Runs in the order A B C C B A A B C (ours, Keras, PyTorch); each figure is the median of its lane's runs. "
+        "Steady state: training samples ÷ the median epoch after the first (an epoch includes its validation pass; "
+        "ours also its callbacks). Whole run: data loading, model building, every epoch and the test pass. Plain "
+        "Keras: `model.fit` on numpy arrays with the same model and optimiser, no augmentation, no callbacks.",
         "PyTorch runs with OMP_WAIT_POLICY=PASSIVE: with its OpenMP workers spinning (the default) its convnet step "
         "took 1.3 s instead of 79 ms while other work shared the cores, so passive waiting is its best case here.",
         "",
-        "## Levers (our run with the lever against its base run, interleaved; text levers on 800 examples)",
-        "",
-        "| lever | predicted | steady speed-up | whole-run speed-up | samples/s lever / base | "
-        "accuracy change (points) | kept |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, lever in perf["levers"].items():
-        lines.append(
-            f"| {name} | {lever['predicted']} | {lever['steady_ratio']:.2f} | {lever['whole_run_ratio']:.2f} | "
-            f"{lever['lever']['samples_per_s']:.0f} / {lever['base']['samples_per_s']:.0f} | "
-            f"{lever['accuracy_change_points']:+.2f} | {lever['kept']} |"
-        )
+    if sections.get("levers"):
+        lines += [
+            "## Levers (our run with the lever against its base run, interleaved; text levers on 800 examples)",
+            "",
+            "| lever | predicted | steady speed-up | whole-run speed-up | samples/s lever / base | "
+            "accuracy change (points) | kept |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, lever in sections["levers"].items():
+            base, variant = lever["base"], lever["lever"]
+            change = 100 * (variant["accuracy"] - base["accuracy"])
+            lines.append(
+                f"| {name} | {lever['predicted']} | {variant['samples_per_s'] / base['samples_per_s']:.2f} | "
+                f"{base['wall_s'] / variant['wall_s']:.2f} | "
+                f"{variant['samples_per_s']:.0f} / {base['samples_per_s']:.0f} | {change:+.2f} | {lever['kept']} |"
+            )
+        lines += [
+            "",
+            "Accuracy changes of the text levers come from 2 epochs on 800 examples: noise of a few points, not a "
+            "verdict on the lever; their whole-run figure is dominated by compiling on such a short run.",
+            "",
+        ]
     lines += [
-        "",
-        "Accuracy changes of the text levers come from 2 epochs on 800 examples: noise of a few points, not a verdict "
-        "on the lever; their whole-run figure is dominated by compiling on such a short run.",
-        "",
-        "## 8. Input pipeline (augmentation on)",
+        "## 11. Input pipeline (augmentation on)",
         "",
         "| experiment | slice | step ms pipeline / in-memory | ratio | target | "
         "examples/s: pipeline alone / model consumes |",
         "|---|---|---|---|---|---|",
     ]
-    for name, p in perf["pipelines"].items():
+    for name, p in sections.get("pipelines", {}).items():
         lines.append(
             f"| {name} | {' '.join(p['overrides']) or 'all'} | {p['pipeline_step_ms']:.1f} / "
             f"{p['in_memory_step_ms']:.1f} | **{p['ratio']:.3f}** | ≤ 1.05 | "
@@ -401,13 +481,13 @@ def results_markdown(perf: dict, machine: dict, started: str, mode: str) -> str:
         )
     lines += [
         "",
-        "## 9. Inference (median ms per call)",
+        "## 12. Inference (median ms per call)",
         "",
         "| model | batch | SavedModel | ONNX Runtime | ORT int8 | ORT / SM | target (batch 1) | "
         "test acc float32 → int8 | ONNX size float32 → int8 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, inf in perf["inference"].items():
+    for name, inf in sections.get("inference", {}).items():
         for batch, ms in inf["median_ms"].items():
             lines.append(
                 f"| {name} | {batch} | {ms['saved_model']:.2f} | {ms['onnxruntime']:.2f} | "

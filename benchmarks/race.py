@@ -1,12 +1,14 @@
-"""One side of the race against PyTorch (bench item 7): one whole training run, in this fresh process.
+"""One lane of the race (bench item 10): one whole training run, in this fresh process.
 
-    python -m benchmarks.race ours|torch EXPERIMENT EPOCHS [key=value ...]
+    python -m benchmarks.race ours|keras|torch EXPERIMENT EPOCHS [key=value ...]
 
 prints one JSON line: the run's wall time (data, model, every epoch with its validation, the test pass; imports
 excluded), per-epoch wall times and the test accuracy. `ours` is `training.fit.train` itself, the path
-`make train` takes (pipeline, callbacks, strategy, checkpoints); `torch` is a plain eager PyTorch loop over
-the same splits with the same architecture, batch size, optimiser and schedule (benchmarks/torch_models.py).
-Each run gets its own process so neither framework's thread pools or caches leak into the other's timing.
+`make train` takes (pipeline, callbacks, strategy, checkpoints); `keras` is plain Keras, `model.fit` on numpy
+arrays of the same splits (the same model and optimiser from `compile_model`; no augmentation, no callbacks),
+validation every epoch, `model.evaluate` on test; `torch` is a plain eager PyTorch loop over the same splits with
+the same architecture, batch size, optimiser and schedule (benchmarks/torch_models.py).
+Each run gets its own process so no framework's thread pools or caches leak into another's timing.
 Levers that must act before TensorFlow starts (TF_ENABLE_ONEDNN_OPTS) come from the caller's environment.
 """
 
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import train_default
+from benchmarks.common import EpochTimer, fresh_model, train_default
 from kerasline.config import ExperimentConfig, load_experiment
 from kerasline.training.tasks import task_for
 
@@ -43,6 +45,20 @@ def arrays(cfg: ExperimentConfig) -> dict:
         x, y = (t.numpy() for t in ds.batch(1 << 20).get_single_element())
         out[name] = (x, y)
     return out
+
+
+def keras_side(cfg: ExperimentConfig) -> dict:
+    start = time.perf_counter()
+    splits = arrays(cfg)
+    if cfg.data.input == "image":  # what a plain Keras script feeds: float32 pixels (the model rescales them)
+        splits = {name: (x.astype(np.float32), y) for name, (x, y) in splits.items()}
+    (x, y), batch = splits["train"], cfg.data.batch_size
+    model = fresh_model(cfg, steps_per_epoch=-(-len(y) // batch))
+    timer = EpochTimer()
+    epochs, validation = cfg.training.epochs, splits["validation"]
+    model.fit(x, y, batch_size=batch, epochs=epochs, validation_data=validation, callbacks=[timer], verbose=0)
+    test = model.evaluate(*splits["test"], batch_size=batch, return_dict=True, verbose=0)
+    return {"wall_s": time.perf_counter() - start, "epoch_s": timer.epoch_s, "accuracy": test["accuracy"]}
 
 
 def torch_side(cfg: ExperimentConfig) -> dict:
@@ -124,7 +140,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="kerasline-race-") as tmp:
         redirect = [f"runs_dir={Path(tmp) / 'runs'}", f"export.dir={Path(tmp) / 'exports'}"]
         cfg = load_experiment(experiment, [*redirect, f"training.epochs={epochs}", *overrides])
-        result = ours(cfg) if side == "ours" else torch_side(cfg)
+        result = {"ours": ours, "keras": keras_side, "torch": torch_side}[side](cfg)
     print(json.dumps({"side": side, "experiment": experiment, "overrides": overrides, **result}))
     return 0
 

@@ -1,28 +1,31 @@
-"""The benchmark suite: every figure measured side by side in one process, printed as a table and saved as JSON.
+"""The benchmark suite: every figure measured, printed as a table and saved in benchmarks/results.json.
+
+One process measures the items (the race's runs and the scaling settings each get a fresh one); results.json holds
+one entry per figure (benchmarks/figures.py), with each section's details.
 
 1. Input-pipeline overhead: step time fed by the task's `build_inputs` (augmentation on) ÷ the same batches from memory.
-2. Training throughput: `training.fit.train` (the real path) ÷ plain `model.fit` on numpy arrays.
+2. Training throughput against plain Keras `model.fit`: the race's second lane (item 10).
 3. Inference latency at batch 1 and 64: Keras, the reloaded SavedModel and ONNX Runtime.
-4. Accuracy and wall time of the default experiment, trained in full.
-5. Tuning: the default config's test accuracy beside the tuned config's, after a fixed search budget.
+4. Accuracy and wall time of the default experiment, trained as shipped.
+5. Tuning: a fixed search budget, then the default and the tuned config trained for the same epochs.
 6. Serving: REST and gRPC latency (p50, p99) and throughput with 1, 8 and 32 clients, beside in-process calls.
 7. Scaling: steps/s of 1 device against 2 replicas (MirroredStrategy, two logical CPUs), and of 1 worker against
    2 workers on loopback (MultiWorkerMirroredStrategy), at the same global batch.
-8. The model zoo: per experiment, test quality on its real data, training throughput, export parity and ONNX
-   Runtime ÷ SavedModel latency at batch 1; the sequence models beside the bag-of-words baseline.
+8. The model zoo: per experiment (briefly trained), export parity and ONNX Runtime ÷ SavedModel latency at batch 1.
 9. Generative: GAN digits scored by item 4's classifier, autoencoder reconstruction error (benchmarks/generative.py).
-10-12. The performance suite (benchmarks/perf.py): training against PyTorch and the levers, every experiment's input
-   pipeline, ONNX Runtime (float32 and int8) against the SavedModel; it regenerates benchmarks/RESULTS.md.
+10-12. The performance suite (benchmarks/perf.py): ours, plain Keras and PyTorch raced in fresh processes, 3 rounds
+   interleaved; the input pipelines; ONNX Runtime (float32 and int8) against the SavedModel.
 13. Segmentation: the U-Net experiment trained by `train`: IoU on held-out slices, throughput, parity, latency.
-14. Tabular: the penguins experiments' test accuracy / MAE beside baselines fitted on the same split
-   (benchmarks/tabular.py).
-15. Transfer: test accuracy from scratch and from an earlier run (`model.init_from`) with 10 and 50 labels per class
-   (benchmarks/transfer.py).
+14. Tabular: the penguins experiments' test accuracy / MAE beside baselines fitted on the same split.
+15. Transfer: test accuracy from scratch and from an earlier run (`model.init_from`) with few labels per class.
 
-`python -m benchmarks.run [--quick] [--out PATH]`; --quick shrinks the data and epochs to check that it runs.
-`python -m benchmarks.run --perf [--quick]` runs items 10-12 alone (PyTorch: the `bench` extra).
-`python -m benchmarks.run --tabular [--quick]` runs item 14 alone.
-`python -m benchmarks.run --transfer [--quick]` runs item 15 alone.
+Before each section, and before each run of the race, the load gate waits (up to 2 minutes) for the 1-minute load
+average to allow timing, and refuses (exit status 3) if it does not; `--allow-load` times anyway and marks the
+figures invalid. The whole run is sized for 45 minutes on 2 idle cores, `--quick` for 8 (benchmarks/README.md).
+
+`python -m benchmarks.run [--quick] [--allow-load] [--out PATH]`
+`python -m benchmarks.run --perf [--quick]` runs items 10-12 and the levers (PyTorch: the `bench` extra).
+`python -m benchmarks.run --tabular [--quick]` runs item 14 alone; `--transfer [--quick]` item 15, all of it.
 `python -m benchmarks.run --soak [--quick]` runs the soak item alone (benchmarks/soak.py; never part of the full run).
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
 (real TF Serving) that serves the repository DIR.
@@ -34,13 +37,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,54 +52,133 @@ import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 
-import kerasline.training.fit
-from benchmarks import perf, soak
-from benchmarks.common import (
-    EpochTimer,
-    format_table,
-    fresh_model,
-    met,
-    pipeline_overhead,
-    steady,
-    train_default,
+from benchmarks import generative, perf, serving, soak, tabular, transfer, zoo
+from benchmarks.common import overhead_figure, pipeline_overhead, steady, train_default, with_marked_section
+from benchmarks.figures import (
+    LOAD_LIMIT,
+    LOAD_WAIT_S,
+    SETTLE_S,
+    Figure,
+    LoadGate,
+    LoadTooHigh,
+    figure_table,
+    this_cpu,
+    write_results,
 )
-from benchmarks.generative import generative_item
-from benchmarks.generative import table_rows as generative_table_rows
-from benchmarks.serving import serving_item
-from benchmarks.serving import table_rows as serving_table_rows
-from benchmarks.tabular import results_section as tabular_section
-from benchmarks.tabular import table_rows as tabular_table_rows
-from benchmarks.tabular import tabular_item
-from benchmarks.tabular import with_section as with_tabular_section
-from benchmarks.transfer import results_section as transfer_section
-from benchmarks.transfer import table_rows as transfer_table_rows
-from benchmarks.transfer import transfer_item
-from benchmarks.transfer import with_section as with_transfer_section
-from benchmarks.zoo import table_rows as zoo_table_rows
-from benchmarks.zoo import zoo_item
 from kerasline.cluster import free_ports, tf_configs
 from kerasline.config import ExperimentConfig, experiment_path, load_experiment
 from kerasline.export import export_run
 from kerasline.export.repository import model_dirs
 from kerasline.files import write_text_atomic
 from kerasline.timing import median_ms
+from kerasline.training.fit import train
 from kerasline.training.runs import versions
 from kerasline.training.tasks import task_for
 from kerasline.tuning import tune
 
+RECIPES_MARKERS = ("<!-- recipes: begin -->", "<!-- recipes: end -->")
+
 EXPERIMENT = "mnist_cnn"
 QUICK_OVERRIDES = ["data.limit=1200", "training.epochs=2"]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
-# keras pob = predict_on_batch (a traced function); keras call = model(x, training=False), eager.
-LATENCY_COLUMNS = ("keras_predict_on_batch", "keras_call", "saved_model", "onnxruntime")
+BUDGET_S = {"full": 45 * 60, "quick": 8 * 60}  # what a whole run may take on 2 idle cores
+REFUSED = 3  # the exit status when the load gate refuses to time
 SCALING_NOTE = (
     "scaling: both replicas (or workers) share the same 2 cores, so the ideal here is 1.0, not 2.0; "
     "the gap below 1.0 is what replication, all-reduce and (for workers) gRPC cost. Synchronized BatchNorm "
     "adds 3 all-reduces per BatchNorm layer a step, one after another, each about a millisecond over loopback gRPC"
 )
+# The sections' sizes: `full` fits the 45-minute run, `quick` the 8-minute check that everything runs (its figures
+# are not meaningful). The sections in benchmarks/zoo.py and benchmarks/perf.py keep their own (PLANS there).
+# Item 5: the search budget (random search over the CNN family's default space), then the epochs that the default
+# and the tuned experiment both train.
+TUNING = {
+    "full": (["tune.algorithm=random", "tune.max_trials=2", "tune.epochs=2"], 5),
+    "quick": (["tune.algorithm=random", "tune.max_trials=1", "tune.epochs=1"], 1),
+}
+# Item 7: steps a measured epoch, epochs; --quick measures 1 device against 2 replicas with synchronized BatchNorm only.
+SCALING = {"full": (20, 3), "quick": (6, 2)}
+# Item 9: the five experiments on 1,200 digits, 2 epochs (as shipped they take 20 and 10 epochs: longer than the
+# whole bench); --quick one GAN and one autoencoder.
+GENERATIVE = {
+    "full": (generative.EXPERIMENTS, ["data.limit=1200", "training.epochs=2"]),
+    "quick": (("digits_dcgan", "digits_autoencoder"), generative.QUICK_OVERRIDES),
+}
+# Item 13: isbi_unet for 8 of its 60 epochs (as shipped it takes about 11 minutes); --quick a tiny U-Net.
 SEGMENTATION_EXPERIMENT = "isbi_unet"
-QUICK_SEGMENTATION = ["data.limit=8", "data.crop=64", "model.depth=2", "model.filters=4", "training.epochs=2"]
-TARGETS = {"pipeline_overhead_max": 1.05, "ort_vs_saved_model_batch1_max": 0.5, "test_accuracy_min": 0.99}
+SEGMENTATION = {
+    "full": ["training.epochs=8"],
+    "quick": ["data.limit=8", "data.crop=64", "model.depth=2", "model.filters=4", "training.epochs=2"],
+}
+# Item 15 in the whole run: the UCI comparison at 10 labels per class; `--transfer` runs the item in full.
+TRANSFER_BUDGETS = (10,)
+
+
+@dataclass
+class Bench:
+    """The sections run so far: each one's details, time and gate reading, and every figure. results.json is
+    rewritten after each section, so a run stopped or refused part-way keeps what it measured."""
+
+    run: str  # which sections: "all", "perf", "tabular", "transfer", "soak" or "serving"
+    quick: bool
+    gate: LoadGate
+    out: Path
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    start: float = field(default_factory=time.perf_counter)
+    machine: dict = field(default_factory=lambda: {"cpu": this_cpu()})
+    packages: dict = field(default_factory=versions)
+    figures: list[Figure] = field(default_factory=list)
+    sections: dict = field(default_factory=dict)
+    refused: str | None = None
+
+    @property
+    def mode(self) -> str:
+        return "quick" if self.quick else "full"
+
+    def section(
+        self,
+        name: str,
+        title: str,
+        measure: Callable[[], dict],
+        figures: Callable[[dict], list[Figure]],
+        gated_runs: bool = False,
+    ) -> dict:
+        """Runs `measure` after the gate (unless it gates its own runs), keeps its details and its figures, each
+        with the gate's reading unless it carries its own."""
+        print(f"[{name}] {title}", flush=True)
+        reading = None if gated_runs else self.gate(name)
+        start = time.perf_counter()
+        details = measure()
+        elapsed = time.perf_counter() - start
+        self.figures += [f if f.load else replace(f, load=reading) for f in figures(details)]
+        self.sections[name] = {"elapsed_s": elapsed, "gate": reading, "details": details}
+        self.save(complete=False)
+        return details
+
+    def header(self, complete: bool) -> dict:
+        elapsed, budget = time.perf_counter() - self.start, BUDGET_S[self.mode] if self.run == "all" else None
+        return {
+            "mode": self.mode,
+            "run": self.run,
+            "started": self.started,
+            "elapsed_s": elapsed,
+            "budget_s": budget,
+            "within_budget": None if budget is None or not complete else elapsed <= budget,
+            "complete": complete,
+            "refused": self.refused,
+            "machine": self.machine,
+            "load_gate": {
+                "limit": self.gate.limit,
+                "wait_s": self.gate.wait_s,
+                "settle_s": self.gate.settle_s,
+                "allow_load": self.gate.allow,
+            },
+            "versions": self.packages,
+            "sections": self.sections,
+        }
+
+    def save(self, complete: bool) -> None:
+        write_results(self.out, self.header(complete), self.figures)
 
 
 def experiment(tmp: Path, quick: bool, *overrides: str) -> ExperimentConfig:
@@ -105,59 +187,51 @@ def experiment(tmp: Path, quick: bool, *overrides: str) -> ExperimentConfig:
     return load_experiment(EXPERIMENT, [*redirect, *(QUICK_OVERRIDES if quick else []), *overrides])
 
 
-def plain_fit(cfg: ExperimentConfig, epochs: int) -> dict:
-    """Item 2 baseline: `model.fit` on numpy arrays: no augmentation, no validation, none of train()'s callbacks."""
-    train = task_for(cfg).load_splits().train
-    n = int(train.cardinality())
-    x, y = (t.numpy() for t in train.batch(n).get_single_element())
-    model = fresh_model(cfg, steps_per_epoch=-(-n // cfg.data.batch_size))
-    timer = EpochTimer()
-    model.fit(x.astype(np.float32), y, batch_size=cfg.data.batch_size, epochs=epochs, callbacks=[timer], verbose=0)
-    return {"samples": n, "epoch_s": timer.epoch_s}
+def accuracy_figures(trained: dict) -> list[Figure]:
+    accuracy = trained["test_metrics"]["accuracy"]
+    return [
+        Figure(f"accuracy {EXPERIMENT}: test accuracy", accuracy, "accuracy", target=">= 0.99"),
+        Figure(f"accuracy {EXPERIMENT}: training wall time ({trained['epochs_run']} epochs)", trained["wall_s"], "s"),
+    ]
 
 
-def throughput(ours: dict, plain: dict) -> dict:
-    n = plain["samples"]
-    ours_sps, ours_steps_sps = n / steady(ours["epoch_s"]), n / steady(ours["steps_s"])
-    plain_sps = n / steady(plain["epoch_s"])
-    return {
-        "samples_per_epoch": n,
-        "ours_samples_per_s": ours_sps,
-        "ours_steps_only_samples_per_s": ours_steps_sps,
-        "plain_samples_per_s": plain_sps,
-        "ratio": ours_sps / plain_sps,
-        "steps_only_ratio": ours_steps_sps / plain_sps,
-        "ours_epoch_s": ours["epoch_s"],
-        "ours_steps_s": ours["steps_s"],
-        "plain_epoch_s": plain["epoch_s"],
-    }
-
-
-# Item 5's fixed budget: random search over the CNN family's default space, each trial a short training run.
-TUNING_BUDGET = ["tune.algorithm=random", "tune.max_trials=8", "tune.epochs=6"]
-QUICK_TUNING_BUDGET = ["tune.algorithm=random", "tune.max_trials=2", "tune.epochs=1"]
-
-
-def tuning(tmp: Path, quick: bool, default_accuracy: float) -> dict:
-    """Item 5: search with a fixed budget, train the tuned experiment in full, compare test accuracy with item 4."""
+def tuning(tmp: Path, quick: bool) -> dict:
+    """Item 5: search with a fixed budget, then train the default and the tuned experiment for the same epochs and
+    compare their test accuracy."""
+    budget, epochs = TUNING["quick" if quick else "full"]
     experiment_file = tmp / f"{EXPERIMENT}.toml"  # tune writes tuned/ beside the file: keep it out of the repo
     experiment_file.write_text(experiment_path(EXPERIMENT).read_text())
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}", *(QUICK_OVERRIDES if quick else [])]
-    budget = QUICK_TUNING_BUDGET if quick else TUNING_BUDGET
     start = time.perf_counter()
     searched = tune(
         load_experiment(str(experiment_file), [*redirect, *budget]), experiment_file, [*redirect, *budget], restart=True
     )
     search_s = time.perf_counter() - start
-    tuned = kerasline.training.fit.train(load_experiment(str(searched.tuned_experiment)))
+    same = [*redirect, f"training.epochs={epochs}"]
+    default = train(load_experiment(str(experiment_file), same)).metrics["accuracy"]
+    tuned = train(load_experiment(str(searched.tuned_experiment), same)).metrics["accuracy"]
     return {
         "budget": budget,
+        "epochs": epochs,
         "search_s": search_s,
         "best_validation": searched.best,
-        "default_test_accuracy": default_accuracy,
-        "tuned_test_accuracy": tuned.metrics["accuracy"],
-        "gain_points": 100 * (tuned.metrics["accuracy"] - default_accuracy),
+        "default_test_accuracy": default,
+        "tuned_test_accuracy": tuned,
+        "gain_points": 100 * (tuned - default),
     }
+
+
+def tuning_figures(tun: dict) -> list[Figure]:
+    return [
+        Figure(
+            f"tuning {EXPERIMENT}: test accuracy after {tun['epochs']} epochs, tuned vs default",
+            tun["tuned_test_accuracy"],
+            "accuracy",
+            baseline=tun["default_test_accuracy"],
+            target="> 1.0",
+        ),
+        Figure(f"tuning {EXPERIMENT}: search wall time ({' '.join(tun['budget'])})", tun["search_s"], "s"),
+    ]
 
 
 # Item 7, in a fresh process per strategy: logical devices and MultiWorkerMirroredStrategy must come before TF starts.
@@ -198,7 +272,7 @@ SCALING_BATCH_NORM = {"synchronized": [], "per_replica": ["model.sync_batch_norm
 
 def scaling(quick: bool) -> dict:
     """Item 7: each setting in turn (never two settings at once), the mnist_cnn model at its global batch."""
-    steps, epochs = (6, 2) if quick else (30, 4)
+    steps, epochs = SCALING["quick" if quick else "full"]
 
     def measure(name: str, overrides: list[str], workers: int = 0) -> dict:
         configs = tf_configs([f"127.0.0.1:{port}" for port in free_ports(workers)]) if workers else [None]
@@ -227,21 +301,47 @@ def scaling(quick: bool) -> dict:
 
     def settings(overrides: list[str]) -> dict:
         one, mirrored = measure("auto", overrides), measure("mirrored", overrides)
-        worker, pair = measure("multi_worker", overrides, workers=1), measure("multi_worker", overrides, workers=2)
-        return {
+        out = {
             "overrides": overrides,
             "one_device_steps_per_s": one["steps_per_s"],
             "mirrored_2_replicas_steps_per_s": mirrored["steps_per_s"],
+            "mirrored_efficiency": mirrored["steps_per_s"] / one["steps_per_s"],
+        }
+        if quick:  # --quick: no worker processes
+            return out
+        worker, pair = measure("multi_worker", overrides, workers=1), measure("multi_worker", overrides, workers=2)
+        return out | {
             "one_worker_steps_per_s": worker["steps_per_s"],
             "two_workers_steps_per_s": pair["steps_per_s"],
-            "mirrored_efficiency": mirrored["steps_per_s"] / one["steps_per_s"],
             "multi_worker_efficiency": pair["steps_per_s"] / worker["steps_per_s"],
             "one_worker_vs_one_device": worker["steps_per_s"] / one["steps_per_s"],
-            "replicas": [one["replicas"], mirrored["replicas"], worker["replicas"], pair["replicas"]],
         }
 
-    batch_norm = {mode: settings(overrides) for mode, overrides in SCALING_BATCH_NORM.items()}
-    return {"steps_per_epoch": steps, "epochs": epochs, "batch_norm": batch_norm}
+    modes = {"synchronized": SCALING_BATCH_NORM["synchronized"]} if quick else SCALING_BATCH_NORM
+    return {"steps_per_epoch": steps, "epochs": epochs, "batch_norm": {m: settings(o) for m, o in modes.items()}}
+
+
+def scaling_figures(scale: dict) -> list[Figure]:
+    out = []
+    for mode, s in scale["batch_norm"].items():
+        out.append(
+            Figure(
+                f"scaling ({mode} BatchNorm): steps/s, 2 replicas vs 1 device",
+                s["mirrored_2_replicas_steps_per_s"],
+                "steps/s",
+                baseline=s["one_device_steps_per_s"],
+            )
+        )
+        if "two_workers_steps_per_s" in s:
+            out.append(
+                Figure(
+                    f"scaling ({mode} BatchNorm): steps/s, 2 workers vs 1 worker (loopback)",
+                    s["two_workers_steps_per_s"],
+                    "steps/s",
+                    baseline=s["one_worker_steps_per_s"],
+                )
+            )
+    return out
 
 
 def runners(model: keras.Model, serve: Callable, session: ort.InferenceSession, images: np.ndarray) -> dict:
@@ -276,11 +376,28 @@ def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict
     }
 
 
+def latency_figures(lat: dict) -> list[Figure]:
+    """ONNX Runtime against the SavedModel (target ≤ 0.5 at batch 1), and Keras' traced predict_on_batch beside it."""
+    out = []
+    for batch, ms in lat["median_ms"].items():
+        out += [
+            perf.ort_figure(f"latency {EXPERIMENT}", ms, batch),
+            Figure(
+                f"latency {EXPERIMENT}: batch-{batch} latency, Keras predict_on_batch vs SavedModel",
+                ms["keras_predict_on_batch"],
+                "ms",
+                baseline=ms["saved_model"],
+            ),
+        ]
+    return out
+
+
 def segmentation(tmp: Path, quick: bool) -> dict:
-    """Item 9: the U-Net experiment trained by `train` (timed as item 4), exported, then one whole held-out slice
+    """Item 13: the U-Net experiment trained by `train` (timed as item 4), exported, then one whole held-out slice
     timed through the reloaded SavedModel and ONNX Runtime."""
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
-    cfg = load_experiment(SEGMENTATION_EXPERIMENT, [*redirect, *(QUICK_SEGMENTATION if quick else [])])
+    overrides = SEGMENTATION["quick" if quick else "full"]
+    cfg = load_experiment(SEGMENTATION_EXPERIMENT, [*redirect, *overrides])
     trained = train_default(cfg)
     splits = task_for(cfg).load_splits()
     crops = int(splits.train.cardinality())
@@ -296,7 +413,7 @@ def segmentation(tmp: Path, quick: bool) -> dict:
     verification = json.loads((version / "verification.json").read_text())
     return {
         "experiment": SEGMENTATION_EXPERIMENT,
-        "overrides": QUICK_SEGMENTATION if quick else [],
+        "overrides": overrides,
         "test_metrics": trained["test_metrics"],
         "epochs_run": len(trained["epoch_s"]),
         "wall_s": trained["wall_s"],
@@ -310,310 +427,248 @@ def segmentation(tmp: Path, quick: bool) -> dict:
     }
 
 
-def segmentation_rows(seg: dict) -> list[tuple[str, str, str, str]]:
-    metrics = seg["test_metrics"]
-    ious = " | ".join(f"{metrics[k]:.3f}" for k in sorted(metrics) if k.startswith("iou_"))
-    ms = seg["batch1_median_ms"]
+def segmentation_figures(seg: dict) -> list[Figure]:
+    name, metrics = f"segmentation {seg['experiment']} ({' '.join(seg['overrides'])})", seg["test_metrics"]
     return [
-        (f"13. {seg['experiment']}: test mean IoU, held-out slices", f"{metrics['mean_iou']:.3f}", "", ""),
-        ("   IoU per class | Dice", f"{ious} | {metrics['dice']:.3f}", "", ""),
-        (
-            "   training crops/s: whole epochs | steps only",
-            f"{seg['crops_per_s']:.1f} | {seg['steps_only_crops_per_s']:.1f}",
-            "",
-            "",
-        ),
-        ("   training wall time (epochs run)", f"{seg['wall_s']:.0f} s ({seg['epochs_run']})", "", ""),
-        (
-            "   export parity: max abs diff",
-            f"{seg['parity_max_abs_diff']:.2e} ({seg['parity_samples']} slices)",
-            "",
-            "",
-        ),
-        (
-            "   ORT / SavedModel, batch 1 (ms: SM | ORT)",
-            f"{seg['ort_vs_saved_model_batch1']:.3f} ({ms['saved_model']:.0f} | {ms['onnxruntime']:.0f})",
-            "",
-            "",
-        ),
+        Figure(f"{name}: test mean IoU, held-out slices", metrics["mean_iou"], "IoU"),
+        Figure(f"{name}: test Dice", metrics["dice"], "Dice"),
+        Figure(f"{name}: training crops/s, whole epochs", seg["crops_per_s"], "crops/s"),
+        Figure(f"{name}: export parity, max abs diff", seg["parity_max_abs_diff"], "abs", target="<= 1e-05"),
+        perf.ort_figure(name, seg["batch1_median_ms"], 1),
     ]
-
-
-def machine() -> dict:
-    info = {"python": platform.python_version(), "cpu_count": os.cpu_count(), "cpu_model": None, "flags": {}}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    info["cpu_model"] = fields.get("model name")
-    info["flags"] = {
-        "avx2": "avx2" in flags,
-        "avx512f": "avx512f" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx": sorted(f for f in flags if f.startswith("amx")),
-    }
-    return info
-
-
-def table(results: dict) -> str:
-    """Rows of (figure, value, target, met?)."""
-    pipe, thr, lat, acc, tun = (results[k] for k in ("input_pipeline", "throughput", "latency", "accuracy", "tuning"))
-    accuracy, ort_ratio = acc["test_metrics"]["accuracy"], lat["ort_vs_saved_model_batch1"]
-
-    def pair(a: float, b: float, digits: int) -> str:
-        return f"{a:.{digits}f} | {b:.{digits}f}"
-
-    rows = [
-        (
-            "1. input pipeline: step time, ours / in-memory",
-            f"{pipe['ratio']:.3f}",
-            "<= 1.05",
-            met(pipe["ratio"] <= TARGETS["pipeline_overhead_max"]),
-        ),
-        ("   step ms: pipeline | in-memory", pair(pipe["pipeline_step_ms"], pipe["in_memory_step_ms"], 1), "", ""),
-        ("2. training throughput, ours / plain fit", f"{thr['ratio']:.3f}", "", ""),
-        ("   samples/s: ours | plain fit", pair(thr["ours_samples_per_s"], thr["plain_samples_per_s"], 0), "", ""),
-        ("   ours, training steps only / plain fit", f"{thr['steps_only_ratio']:.3f}", "", ""),
-    ]
-    for batch, ms in lat["median_ms"].items():
-        value = " | ".join(f"{ms[k]:.2f}" for k in LATENCY_COLUMNS)
-        rows.append((f"3. latency ms, batch {batch}: keras pob | keras call | SM | ORT", value, "", ""))
-    rows += [
-        (
-            "   ORT / SavedModel, batch 1",
-            f"{ort_ratio:.3f}",
-            "<= 0.50",
-            met(ort_ratio <= TARGETS["ort_vs_saved_model_batch1_max"]),
-        ),
-        (
-            "4. test accuracy, default experiment",
-            f"{100 * accuracy:.2f}%",
-            ">= 99.0%",
-            met(accuracy >= TARGETS["test_accuracy_min"]),
-        ),
-        ("   training wall time (epochs run)", f"{acc['wall_s']:.0f} s ({acc['epochs_run']})", "", ""),
-        (
-            "5. test accuracy: default | tuned",
-            pair(100 * tun["default_test_accuracy"], 100 * tun["tuned_test_accuracy"], 2),
-            "tuned > default",
-            met(tun["gain_points"] > 0),
-        ),
-        (
-            "   tuning budget (search wall time)",
-            f"{' '.join(b.split('.')[-1] for b in tun['budget'])} ({tun['search_s']:.0f} s)",
-            "",
-            "",
-        ),
-    ]
-    rows += serving_table_rows(results["serving"])
-    rows.append(("7. scaling, same global batch; BatchNorm statistics:", "", "", ""))
-    for mode, scale in results["scaling"]["batch_norm"].items():
-        rows += [
-            (f"   {mode}: 2 replicas / 1 device", f"{scale['mirrored_efficiency']:.3f}", "", ""),
-            (
-                "   steps/s: 1 device | 2 replicas",
-                pair(scale["one_device_steps_per_s"], scale["mirrored_2_replicas_steps_per_s"], 2),
-                "",
-                "",
-            ),
-            (f"   {mode}: 2 workers / 1 worker (loopback)", f"{scale['multi_worker_efficiency']:.3f}", "", ""),
-            (
-                "   steps/s: 1 worker | 2 workers",
-                pair(scale["one_worker_steps_per_s"], scale["two_workers_steps_per_s"], 2),
-                "",
-                "",
-            ),
-        ]
-    rows += zoo_table_rows(results["zoo"])
-    rows += generative_table_rows(results["generative"])
-    rows += perf.table_rows(results["performance"])
-    rows += segmentation_rows(results["segmentation"])
-    rows += tabular_table_rows(results["tabular"])
-    rows += transfer_table_rows(results["transfer"])
-    return format_table(rows)
 
 
 def serving_models(cfg: ExperimentConfig) -> list[str]:
-    """Item 6's models, each exported into cfg's repository before item 6 runs: the CNN, and (by item 8) the
-    text classifier."""
+    """Item 6's models, each exported into cfg's repository before item 6 runs: the CNN (by item 3), and (by item 8)
+    the text classifier."""
     return [cfg.model_name, "imdb_lstm"]
 
 
-def serving_only(args: argparse.Namespace) -> int:
+def whole_run(bench: Bench, tmp: Path) -> None:
+    """Every item but the levers and the soak, in the order the README gives: item 4 first (its run also feeds items
+    3, 6 and 9), the race and the long accuracy items after the quick in-process ones."""
+    quick, size = bench.quick, bench.mode
+    cfg = experiment(tmp, quick)
+    trained = bench.section(
+        "accuracy",
+        f"{cfg.name} trained as shipped ({cfg.training.epochs} epochs at most)",
+        lambda: train_default(cfg),
+        accuracy_figures,
+    )
+    epochs = 2 if quick else 3
+    short = experiment(tmp, quick, f"training.epochs={epochs}")
+    bench.section(
+        "pipeline",
+        "input pipeline vs the same batches in memory (item 1)",
+        lambda: pipeline_overhead(short, epochs),
+        lambda d: [overhead_figure(f"input pipeline {EXPERIMENT}", d)],
+    )
+    calls = {1: 50, 64: 10} if quick else {1: 200, 64: 50}
+    bench.section(
+        "latency",
+        "export and inference latency (item 3)",
+        lambda: latency(cfg, trained["run_dir"], calls),
+        latency_figures,
+    )
+    bench.section(
+        "tuning",
+        "a fixed search budget, then default and tuned trained alike (item 5)",
+        lambda: tuning(tmp, quick),
+        tuning_figures,
+    )
+    bench.section(
+        "zoo",
+        "each experiment trained briefly, exported and checked (item 8)",
+        lambda: zoo.zoo_item(tmp, zoo.PLANS[size]),
+        zoo.figures,
+    )
+    bench.section(
+        "serving",
+        "REST and gRPC on the development server beside in-process calls (item 6)",
+        lambda: serving.serving_item(serving_models(cfg), Path(cfg.export.dir), quick),
+        serving.figures,
+    )
+    bench.section(
+        "scaling", "1 device vs 2 replicas, 1 worker vs 2 workers (item 7)", lambda: scaling(quick), scaling_figures
+    )
+    experiments, overrides = GENERATIVE[size]
+    bench.section(
+        "generative",
+        "generative experiments, scored with the classifier of item 4 (item 9)",
+        lambda: generative.generative_item(tmp, quick, cfg, trained["run_dir"], experiments, overrides),
+        generative.figures,
+    )
+    performance(bench, tmp, perf.PLANS[size])
+    bench.section(
+        "segmentation",
+        f"{SEGMENTATION_EXPERIMENT} trained, exported, timed (item 13)",
+        lambda: segmentation(tmp, quick),
+        segmentation_figures,
+    )
+    bench.section(
+        "tabular",
+        "the penguins experiments beside baselines on the same split (item 14)",
+        lambda: tabular.tabular_item(tmp, quick),
+        tabular.figures,
+    )
+    bench.section(
+        "transfer",
+        f"init_from against scratch, {TRANSFER_BUDGETS} labels per class (item 15)",
+        lambda: transfer.transfer_item(tmp, quick, TRANSFER_BUDGETS, autoencoder=False),
+        transfer.figures,
+    )
+
+
+def performance(bench: Bench, tmp: Path, plan: dict) -> None:
+    """Items 10-12 (and the levers, where the plan has them): the race first, item 12 exports its kept runs."""
+    bench.section(
+        "race",
+        "ours, plain Keras model.fit and PyTorch, interleaved (items 10 and 2)",
+        lambda: perf.race_section(tmp, plan, bench.gate),
+        perf.race_figures,
+        gated_runs=True,
+    )
+    if plan["levers"]:
+        bench.section(
+            "levers",
+            "each lever against its base run, interleaved",
+            lambda: perf.levers(plan, bench.gate),
+            perf.lever_figures,
+            gated_runs=True,
+        )
+    bench.section(
+        "pipelines",
+        "the input pipelines of the experiments with augmentation on (item 11)",
+        lambda: perf.pipelines(plan),
+        perf.pipeline_figures,
+    )
+    bench.section(
+        "inference",
+        "SavedModel vs ONNX Runtime, float32 and int8 (item 12)",
+        lambda: perf.inference_section(tmp, plan),
+        perf.inference_figures,
+    )
+
+
+def write_results_md(bench: Bench) -> None:
+    """benchmarks/RESULTS.md from a run that is not --quick: the performance part when the race ran, and the tabular
+    and transfer sections when their items ran in full; every other part as the file holds it."""
+    sections = {name: s["details"] for name, s in bench.sections.items()}
+    ran = {
+        "performance": "race" in sections,
+        "tabular": "tabular" in sections,
+        "transfer": bench.run == "transfer",  # the whole run's item 15 is a part of it
+    }
+    if bench.quick or not any(ran.values()):
+        return
+    current = perf.RESULTS_MD.read_text() if perf.RESULTS_MD.exists() else ""
+    markdown = current
+    if ran["performance"]:
+        machine = {**bench.machine, "load_gate": bench.header(complete=True)["load_gate"]}
+        markdown = perf.results_markdown(sections, bench.figures, machine, bench.started, bench.mode)
+    tabular_section = (
+        tabular.results_section(sections["tabular"], bench.started, bench.mode) if ran["tabular"] else None
+    )
+    markdown = tabular.with_section(markdown, current, tabular_section)
+    transfer_section = (
+        transfer.results_section(sections["transfer"], bench.started, bench.mode) if ran["transfer"] else None
+    )
+    markdown = transfer.with_section(markdown, current, transfer_section)
+    # Written by hand: what was tried for each experiment's figure, on validation (no bench item reruns those runs).
+    write_text_atomic(perf.RESULTS_MD, with_marked_section(markdown, current, RECIPES_MARKERS))
+
+
+def serving_only(bench: Bench, args: argparse.Namespace) -> None:
     """Item 6 against a running server, for every model in the repository it serves."""
     if not (args.grpc and args.repo):
         raise SystemExit("--server needs --grpc HOST:PORT and --repo DIR (the repository that server serves)")
     models = [p.name for p in model_dirs(args.repo)]
-    served = serving_item(models, args.repo, args.quick, server=args.server, grpc_target=args.grpc)
-    args.out.write_text(json.dumps({"serving": served, "machine": machine()}, indent=2, default=str) + "\n")
-    print(format_table(serving_table_rows(served)))
-    print(f"\nresults: {args.out}")
-    return 0
+    bench.section(
+        "serving",
+        f"REST and gRPC on {args.server} beside in-process calls (item 6)",
+        lambda: serving.serving_item(models, args.repo, args.quick, server=args.server, grpc_target=args.grpc),
+        serving.figures,
+    )
 
 
-def perf_only(args: argparse.Namespace) -> int:
-    """Items 10-12 alone: their table rows, results JSON and benchmarks/RESULTS.md."""
-    started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
-        suite = perf.performance_suite(Path(tmp), args.quick, progress=args.out.with_suffix(".partial.json"))
-    results = {**run_record(args.quick, started, start, load_before), "performance": suite}
-    write_perf_outputs(results, args.out)
-    print(f"\nkerasline performance suite ({results['mode']}, {results['elapsed_s']:.0f} s, load {load_before:.2f})")
-    print(format_table(perf.table_rows(suite)))
-    print(f"\nresults: {args.out}, {perf.RESULTS_MD}")
-    return 0
-
-
-def tabular_only(args: argparse.Namespace) -> int:
-    """Item 14 alone: its table rows, results JSON, and its section of benchmarks/RESULTS.md (the rest kept)."""
-    started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
-        item = tabular_item(Path(tmp), args.quick)
-    results = {**run_record(args.quick, started, start, load_before), "tabular": item}
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    current = perf.RESULTS_MD.read_text() if perf.RESULTS_MD.exists() else ""
-    section = tabular_section(item, started, results["mode"])
-    write_text_atomic(perf.RESULTS_MD, with_tabular_section(current, current, section))
-    print(f"\nkerasline tabular item ({results['mode']}, {results['elapsed_s']:.0f} s, load {load_before:.2f})")
-    print(format_table(tabular_table_rows(item)))
-    print(f"\nresults: {args.out}, {perf.RESULTS_MD}")
-    return 0
-
-
-def transfer_only(args: argparse.Namespace) -> int:
-    """Item 15 alone: its table rows, results JSON, and its section of benchmarks/RESULTS.md (the rest kept)."""
-    started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
-        item = transfer_item(Path(tmp), args.quick)
-    results = {**run_record(args.quick, started, start, load_before), "transfer": item}
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    current = perf.RESULTS_MD.read_text() if perf.RESULTS_MD.exists() else ""
-    section = transfer_section(item, started, results["mode"])
-    write_text_atomic(perf.RESULTS_MD, with_transfer_section(current, current, section))
-    print(f"\nkerasline transfer item ({results['mode']}, {results['elapsed_s']:.0f} s, load {load_before:.2f})")
-    print(format_table(transfer_table_rows(item)))
-    print(f"\nresults: {args.out}, {perf.RESULTS_MD}")
-    return 0
-
-
-def run_record(quick: bool, started: str, start: float, load_before: float) -> dict:
-    """What every results JSON opens with: the mode, when and for how long, the machine and its load, the versions."""
-    return {
-        "mode": "quick" if quick else "full",
-        "started": started,
-        "elapsed_s": time.perf_counter() - start,
-        "machine": {**machine(), "load_avg_1min_before": load_before, "load_avg_1min_after": os.getloadavg()[0]},
-        "versions": versions(),
-    }
-
-
-def write_perf_outputs(results: dict, out: Path) -> None:
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    markdown = perf.results_markdown(results["performance"], results["machine"], results["started"], results["mode"])
-    # Item 14's section: this run's when it ran item 14, else the one RESULTS.md already holds.
-    current = perf.RESULTS_MD.read_text() if perf.RESULTS_MD.exists() else ""
-    tabular = results.get("tabular")
-    section = tabular_section(tabular, results["started"], results["mode"]) if tabular else None
-    markdown = with_tabular_section(markdown, current, section)
-    transfer = results.get("transfer")  # item 15's likewise
-    section = transfer_section(transfer, results["started"], results["mode"]) if transfer else None
-    write_text_atomic(perf.RESULTS_MD, with_transfer_section(markdown, current, section))
+def soak_only(bench: Bench) -> None:
+    seconds, window, pool = (20, 5, 150) if bench.quick else (600, 60, 600)
+    result = bench.section(
+        "soak",
+        f"16 clients, valid and malformed requests, for {seconds} s",
+        lambda: soak.soak_item(seconds, 16, window, pool),
+        soak.figures,
+    )
+    print(soak.table(result))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"shrink everything ({' '.join(QUICK_OVERRIDES)})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the 8-minute check that every item runs (figures not meaningful; the load is recorded, never waited for)",
+    )
+    parser.add_argument("--allow-load", action="store_true", help="time on a busy machine: figures marked invalid")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default: %(default)s)")
-    parser.add_argument("--perf", action="store_true", help="items 10-12 only: PyTorch race, pipelines, ONNX")
+    parser.add_argument("--perf", action="store_true", help="items 10-12 and the levers: PyTorch race, pipelines, ONNX")
     parser.add_argument("--tabular", action="store_true", help="item 14 only: the penguins experiments, baselines")
-    parser.add_argument("--transfer", action="store_true", help="item 15 only: init_from against scratch, few labels")
+    parser.add_argument("--transfer", action="store_true", help="item 15 only, all of it: init_from against scratch")
     parser.add_argument("--soak", action="store_true", help="the soak run alone: 16 clients, 10 min")
     parser.add_argument("--server", help="item 6 only, against this REST URL (e.g. real TF Serving)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="with --server: its gRPC address")
     parser.add_argument("--repo", type=Path, help="with --server: the repository it serves (in-process reference)")
     args = parser.parse_args(argv)
-    if args.soak:
-        return soak.main([*(["--quick"] if args.quick else []), "--out", str(args.out)])
-    if args.server:
-        return serving_only(args)
-    if args.perf:
-        return perf_only(args)
-    if args.tabular:
-        return tabular_only(args)
-    if args.transfer:
-        return transfer_only(args)
-    epochs = 2 if args.quick else 3
-    started, start = datetime.now(UTC).isoformat(timespec="seconds"), time.perf_counter()
-    # Other work on the machine skews every timing here; the load average before we start is the witness.
-    load_before = os.getloadavg()[0]
-
-    with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
-        cfg = experiment(Path(tmp), args.quick)
-        short = experiment(Path(tmp), args.quick, f"training.epochs={epochs}")
-        print(f"[4] training {cfg.name} in full ({cfg.training.epochs} epochs at most)", flush=True)
-        trained = train_default(cfg)
-        print("[2] plain model.fit on numpy arrays", flush=True)
-        plain = plain_fit(short, epochs)
-        print("[1] input pipeline vs the same batches in memory", flush=True)
-        pipe = pipeline_overhead(short, epochs)
-        print("[3] export and inference latency", flush=True)
-        lat = latency(cfg, trained["run_dir"], calls={1: 50, 64: 10} if args.quick else {1: 200, 64: 50})
-        print("[5] tuning with a fixed budget, then training the tuned experiment in full", flush=True)
-        tun = tuning(Path(tmp), args.quick, trained["test_metrics"]["accuracy"])
-        print("[8] the model zoo: each experiment trained, exported and checked", flush=True)
-        zoo = zoo_item(Path(tmp), args.quick)
-        print("[6] serving: REST and gRPC on the development server beside in-process calls", flush=True)
-        served = serving_item(serving_models(cfg), Path(cfg.export.dir), args.quick)
-        print("[7] scaling: 1 device vs 2 replicas, 1 worker vs 2 workers", flush=True)
-        scale = scaling(args.quick)
-        print("[9] generative experiments, scored with the classifier of [4]", flush=True)
-        generative = generative_item(Path(tmp), args.quick, cfg, trained["run_dir"])
-        suite = perf.performance_suite(Path(tmp), args.quick)
-        print(f"[13] segmentation: {SEGMENTATION_EXPERIMENT} trained in full, exported, timed", flush=True)
-        seg = segmentation(Path(tmp), args.quick)
-        print("[14] tabular: the penguins experiments beside baselines on the same split", flush=True)
-        tab = tabular_item(Path(tmp), args.quick)
-        print("[15] transfer: init_from against scratch with 10 and 50 labels per class", flush=True)
-        transfer = transfer_item(Path(tmp), args.quick)
-
-    results = {
-        **run_record(args.quick, started, start, load_before),
-        "experiment": EXPERIMENT,
-        "overrides": QUICK_OVERRIDES if args.quick else [],
-        "targets": TARGETS,
-        "input_pipeline": pipe,
-        "throughput": throughput(trained, plain),
-        "latency": lat,
-        "accuracy": {k: v for k, v in trained.items() if k != "run_dir"},
-        "tuning": tun,
-        "serving": served,
-        "scaling": scale,
-        "zoo": zoo,
-        "generative": generative,
-        "performance": suite,
-        "segmentation": seg,
-        "tabular": tab,
-        "transfer": transfer,
-    }
-    write_perf_outputs(results, args.out)
+    run = next((name for name in ("soak", "server", "perf", "tabular", "transfer") if getattr(args, name)), "all")
+    # --quick never waits: its figures are for checking that the bench runs, not for reading.
+    wait_s = 0 if args.quick else SETTLE_S if args.allow_load else LOAD_WAIT_S
+    gate = LoadGate(wait_s=wait_s, allow=args.quick or args.allow_load, limit=LOAD_LIMIT)
+    bench = Bench(run, args.quick, gate, args.out)
+    try:
+        with tempfile.TemporaryDirectory(prefix="kerasline-bench-") as tmp:
+            if run == "soak":
+                soak_only(bench)
+            elif run == "server":
+                serving_only(bench, args)
+            elif run == "perf":
+                performance(bench, Path(tmp), perf.PLANS["perf-quick" if args.quick else "perf"])
+            elif run == "tabular":
+                bench.section(
+                    "tabular",
+                    "the penguins experiments beside baselines (item 14)",
+                    lambda: tabular.tabular_item(Path(tmp), args.quick),
+                    tabular.figures,
+                )
+            elif run == "transfer":
+                bench.section(
+                    "transfer",
+                    "init_from against scratch with few labels per class (item 15)",
+                    lambda: transfer.transfer_item(Path(tmp), args.quick),
+                    transfer.figures,
+                )
+            else:
+                whole_run(bench, Path(tmp))
+    except LoadTooHigh as refusal:
+        bench.refused = str(refusal)
+        bench.save(complete=False)
+        print(figure_table(bench.figures))
+        print(f"\nrefused: {refusal}\nwhat was measured before: {args.out}", file=sys.stderr)
+        return REFUSED
+    bench.save(complete=True)
+    write_results_md(bench)
+    header = bench.header(complete=True)
     print(
-        f"\nkerasline benchmarks ({results['mode']}, {results['elapsed_s']:.0f} s, "
-        f"{results['machine']['cpu_model']}, {results['machine']['cpu_count']} CPUs)"
+        f"\nkerasline benchmarks ({bench.run}, {bench.mode}, {header['elapsed_s'] / 60:.1f} min, "
+        f"{header['machine']['cpu']['summary']})"
     )
-    if load_before >= 0.5:
-        print(f"warning: 1-minute load average was {load_before:.2f} before the run; timings share the CPUs")
-    print(table(results))
-    if tun["gain_points"] <= 0:
-        print(
-            f"tuning did not earn its keep here: {tun['gain_points']:+.2f} points on test for {tun['search_s']:.0f} s"
-        )
-    print(SCALING_NOTE)
+    print(figure_table(bench.figures))
+    invalid = sum(not f.valid for f in bench.figures)
+    if invalid:
+        print(f"{invalid} figure(s) measured while others' load was above {LOAD_LIMIT}: marked INVALID")
+    if header["within_budget"] is False:
+        print(f"the run took {header['elapsed_s'] / 60:.1f} min, over its {header['budget_s'] / 60:.0f}-minute budget")
+    if run == "all":
+        print(SCALING_NOTE)
     print(f"\nresults: {args.out}")
     return 0
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from benchmarks.figures import Figure
 from kerasline.export.repository import WARMUP_FILE
 from kerasline.serving.client import GrpcClient, RestClient
 from kerasline.serving.launch import wait_until_available
@@ -125,19 +126,21 @@ def _run(make: Callable[[], Callable[[int], object]], clients: int, calls: int) 
             "per_s": len(latencies) / wall}  # fmt: skip
 
 
-def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
-    rows = []
+def figures(results: dict) -> list[Figure]:
+    """Per model and number of clients: REST's and gRPC's p50 latency and requests/s against the same threads
+    calling the SavedModel in process. No targets: what serving costs over the model itself."""
+    out = []
     for model, by_clients in results["models"].items():
         for clients in CLIENTS:
-            row = by_clients[clients]
-            modes = ("in_process", "rest", "grpc")
-            p50 = " | ".join(f"{row[m]['p50_ms']:.2f}" for m in modes)
-            p99 = " | ".join(f"{row[m]['p99_ms']:.2f}" for m in modes)
-            per_s = " | ".join(f"{row[m]['per_s']:.0f}" for m in modes)
-            rows.append((f"6. serving {model}, {clients} client(s): p50 ms in-process | REST | gRPC", p50, "", ""))
-            rows.append(("   p99 ms in-process | REST | gRPC", p99, "", ""))
-            rows.append(("   requests/s in-process | REST | gRPC", per_s, "", ""))
-    return rows
+            row, what = by_clients[clients], f"serving {model}, {clients} client(s)"
+            for mode, label in (("rest", "REST"), ("grpc", "gRPC")):
+                out += [
+                    Figure(f"{what}: p50 latency, {label} vs in-process", row[mode]["p50_ms"], "ms",
+                           baseline=row["in_process"]["p50_ms"]),
+                    Figure(f"{what}: requests/s, {label} vs in-process", row[mode]["per_s"], "requests/s",
+                           baseline=row["in_process"]["per_s"]),
+                ]  # fmt: skip
+    return out
 
 
 def _free_port() -> int:

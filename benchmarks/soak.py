@@ -30,6 +30,7 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from benchmarks.figures import Figure
 from kerasline.serving.launch import wait_until_available
 from kerasline.serving.tensors import HTTP_STATUS
 
@@ -211,6 +212,18 @@ def table(result: dict) -> str:
     )
     lines.append(f"  verdict: {'PASS' if verdict else 'FAIL'} (zero 5xx, every request answered, every valid one 200)")
     return "\n".join(lines)
+
+
+def figures(result: dict) -> list[Figure]:
+    """The counts that must be zero (5xx answers, unanswered requests, failed valid requests), the malformed
+    requests not refused with a 4xx, and the server's memory growth after warm-up."""
+    return [
+        Figure("soak: 5xx answers", result["count_5xx"], "requests", target="<= 0"),
+        Figure("soak: requests with no answer", result["no_answer"], "requests", target="<= 0"),
+        Figure("soak: valid requests that failed", result["failed_valid"], "requests", target="<= 0"),
+        Figure("soak: malformed requests not refused with a 4xx", result["malformed_not_refused"], "requests"),
+        Figure("soak: server RSS growth after warm-up", result["rss_mb"]["growth_after_warmup_mb"], "MB"),
+    ]
 
 
 def _ms(value: float | None) -> str:

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.common import format_table, met, train_default, with_marked_section
+from benchmarks.common import train_default, with_marked_section
+from benchmarks.figures import Figure, figure_table
 from kerasline.config import ExperimentConfig, load_experiment
 from kerasline.export import export_run
 from kerasline.pipelines.columns import NUMBERS, Table
@@ -192,18 +193,18 @@ def tabular_item(tmp: Path, quick: bool) -> dict:
         classifier = bool(splits.table.classes)
         predicted, labels = exported_predictions(version, splits), splits.test[1]
         if classifier:
-            figures, baselines = accuracy(predicted, labels), classification_baselines(splits)
-            both = set(figures["wrong_rows"]) & set(baselines["logistic_regression"]["wrong_rows"])
+            scores, baselines = accuracy(predicted, labels), classification_baselines(splits)
+            both = set(scores["wrong_rows"]) & set(baselines["logistic_regression"]["wrong_rows"])
             versus = {"logistic_regression": {"wrong_in_both": sorted(both)}}
         else:
             linear, shape = least_squares(splits)
-            figures, baselines = regression_figures(predicted, labels), regression_baselines(splits, linear, shape)
+            scores, baselines = regression_figures(predicted, labels), regression_baselines(splits, linear, shape)
             versus = {"linear_regression": paired_mae_difference(predicted, linear, labels)}
         metric = "accuracy" if classifier else "mae"
         reported = trained["test_metrics"][metric]
-        agrees = abs(figures[metric] - reported) <= 1e-4 * max(1.0, abs(reported))
+        agrees = abs(scores[metric] - reported) <= 1e-4 * max(1.0, abs(reported))
         if not agrees:
-            print(f"warning: {name}: the export's test {metric} {figures[metric]} but train reported {reported}")
+            print(f"warning: {name}: the export's test {metric} {scores[metric]} but train reported {reported}")
         results[name] = {
             "experiment": name,
             "kind": "classification" if classifier else "regression",
@@ -220,37 +221,38 @@ def tabular_item(tmp: Path, quick: bool) -> dict:
             "train_test_metrics": trained["test_metrics"],
             "parity_max_abs_diff": max(d for diffs in verification["max_abs_diff"].values() for d in diffs.values()),
             "train_metric_agrees": agrees,  # the export on raw columns against train's own test pass
-            "model": figures,
+            "model": scores,
             "baselines": baselines,
             "model_versus": versus,
         }
     return results
 
 
-def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
-    """(figure, value, target, met?) rows: each experiment's test figure beside its baselines, then its timing."""
-    rows = []
+def figures(results: dict) -> list[Figure]:
+    """Each experiment's test figure against its baselines: accuracy > the majority class's, MAE < the mean
+    predictor's (targets); beside the softmax regression's and least squares' (no target); export parity."""
+    out = []
     for name, r in results.items():
         model, base = r["model"], r["baselines"]
         if r["kind"] == "classification":
-            majority, logistic = base["majority_class"], base["logistic_regression"]
-            value = " | ".join(f"{100 * f['accuracy']:.2f}%" for f in (model, logistic, majority))
-            ok = met(model["accuracy"] > majority["accuracy"])
-            rows.append((f"14. {name}: test accuracy, MLP | logistic | majority", value, "> majority", ok))
+            majority, logistic = base["majority_class"]["accuracy"], base["logistic_regression"]["accuracy"]
+            out += [
+                Figure(f"tabular {name}: test accuracy, MLP vs majority class", model["accuracy"], "accuracy",
+                       baseline=majority, target="> 1.0"),
+                Figure(f"tabular {name}: test accuracy, MLP vs softmax regression", model["accuracy"], "accuracy",
+                       baseline=logistic),
+            ]  # fmt: skip
         else:
-            mean, linear = base["mean_predictor"], base["linear_regression"]
-            trio = (model, linear, mean)
-            value = " | ".join(f"{f['mae']:.1f}" for f in trio)
-            ok = met(model["mae"] < mean["mae"])
-            rows.append((f"14. {name}: test MAE g, MLP | linear | mean", value, "< mean", ok))
-            rows.append(("   RMSE g, MLP | linear | mean", " | ".join(f"{f['rmse']:.1f}" for f in trio), "", ""))
-            rows.append(("   R², MLP | linear | mean", " | ".join(f"{f['r2']:.3f}" for f in trio), "", ""))
-            paired = r["model_versus"]["linear_regression"]
-            gap = f"{paired['mae_difference']:+.1f} ± {paired['standard_error']:.1f}"
-            rows.append(("   MAE g, MLP − linear, paired (± standard error)", gap, "", ""))
-        timing = f"{r['wall_s']:.0f} s ({r['epochs_run']}), load {r['load_avg_1min_before']:.2f}"
-        rows.append(("   training wall time (epochs run), load before", timing, "", ""))
-    return rows
+            mean, linear = base["mean_predictor"]["mae"], base["linear_regression"]["mae"]
+            out += [
+                Figure(f"tabular {name}: test MAE, MLP vs training mean", model["mae"], "g", baseline=mean,
+                       target="< 1.0"),
+                Figure(f"tabular {name}: test MAE, MLP vs least squares", model["mae"], "g", baseline=linear),
+            ]  # fmt: skip
+        out.append(
+            Figure(f"tabular {name}: export parity, max abs diff", r["parity_max_abs_diff"], "abs", target="<= 1e-05")
+        )
+    return out
 
 
 def results_section(results: dict, started: str, mode: str) -> str:
@@ -345,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         results = tabular_item(Path(tmp), args.quick)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(format_table(table_rows(results)))
+    print(figure_table(figures(results)))
     return 0
 
 

@@ -1,7 +1,8 @@
-"""Item 8, the model zoo: a row per experiment, each trained as `make train` trains it, then exported and
-checked. Quality is the test split's accuracy (MAE for regression); throughput is the steady training rate of
-that same run; parity is the export's worst max abs difference; latency compares ONNX Runtime with the
-SavedModel at batch 1 on a real held-out input."""
+"""Item 8, the model zoo: a row per experiment, each trained by `train` (on a slice, for a few epochs: the 45-minute
+bench cannot train eleven experiments as configured), then exported and checked. The export's figures are the
+point: parity is its worst max abs difference, latency compares ONNX Runtime with the SavedModel at batch 1 on a real
+held-out input. Quality (test accuracy, MAE for regression) and the steady training rate of that short run are
+recorded beside them, with no target: the as-configured accuracies come from `make train`."""
 
 import json
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import onnxruntime as ort
 import tensorflow as tf
 
-from benchmarks.common import met, steady, train_default
+from benchmarks.common import steady, train_default
+from benchmarks.figures import Figure
 from kerasline.config import load_experiment
 from kerasline.export import export_run
 from kerasline.timing import median_ms
@@ -28,16 +30,20 @@ ZOO = [
     "imdb_gru",
     "imdb_transformer",
 ]
-BASELINE = "imdb_bow_logreg"  # what the sequence models must beat, on the same reviews and split
-QUICK_OVERRIDES = ["data.limit=300", "training.epochs=2"]
+BASELINE = "imdb_bow_logreg"  # the sequence models beside it, on the same reviews and split
+PLANS = {  # --quick: two experiments (imdb_lstm is one of the models item 6 serves)
+    "full": {"experiments": ZOO, "overrides": ["data.limit=600", "training.epochs=2"], "calls": 100},
+    "quick": {"experiments": ("mnist_mlp", "imdb_lstm"), "overrides": ["data.limit=300", "training.epochs=1"],
+              "calls": 30},
+}  # fmt: skip
 
 
-def zoo_item(tmp: Path, quick: bool) -> list[dict]:
+def zoo_item(tmp: Path, plan: dict) -> list[dict]:
     rows = []
-    for name in ZOO:
+    for name in plan["experiments"]:
         print(f"    {name}", flush=True)
         redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
-        cfg = load_experiment(name, [*redirect, *(QUICK_OVERRIDES if quick else [])])
+        cfg = load_experiment(name, [*redirect, *plan["overrides"]])
         trained = train_default(cfg)
         samples = sum(1 for _ in task_for(cfg).load_splits().train)
         version = export_run(cfg, trained["run_dir"])
@@ -46,12 +52,13 @@ def zoo_item(tmp: Path, quick: bool) -> list[dict]:
         serve = tf.saved_model.load(str(version)).signatures["serving_default"]
         session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
         tensors = {key: tf.constant(value) for key, value in inputs.items()}
-        saved_model_ms = median_ms(lambda: serve(**tensors), 200)  # noqa: B023 (called before the next loop)
-        onnx_ms = median_ms(lambda: session.run(None, inputs), 200)  # noqa: B023
+        saved_model_ms = median_ms(lambda: serve(**tensors), plan["calls"])  # noqa: B023 (called before the next loop)
+        onnx_ms = median_ms(lambda: session.run(None, inputs), plan["calls"])  # noqa: B023
         metric = "mae" if cfg.data.target == "value" else "accuracy"
         rows.append(
             {
                 "experiment": name,
+                "overrides": plan["overrides"],
                 "model": cfg.model.name,
                 "metric": f"test {metric}",
                 "quality": trained["test_metrics"][metric],
@@ -67,21 +74,22 @@ def zoo_item(tmp: Path, quick: bool) -> list[dict]:
     return rows
 
 
-def table_rows(rows: list[dict]) -> list[tuple[str, str, str, str]]:
-    """(figure, value, target, met?) rows: one per experiment, then the sequence models against the baseline."""
-    out = [("8. zoo: quality | samples/s | parity | ORT÷SM b1", "", "", "")]
-    for row in rows:
-        quality = f"{row['quality']:.4f}" if row["metric"] == "test mae" else f"{100 * row['quality']:.2f}%"
-        value = (
-            f"{row['metric']} {quality} | {row['samples_per_s']:.0f} | {row['parity_max_abs_diff']:.1e} | "
-            f"{row['ort_vs_saved_model_b1']:.2f}"
-        )
-        ok = met(row["parity_max_abs_diff"] <= 1e-5)
-        out.append((f"   {row['experiment']} ({row['model']})", value, "parity ≤ 1e-5", ok))
+def figures(rows: list[dict]) -> list[Figure]:
+    """Per experiment: export parity (≤ 1e-5) and ONNX Runtime ÷ SavedModel at batch 1 (≤ 0.5); test quality after
+    the short training, and the sequence models' test accuracy beside the bag-of-words baseline's, with no target."""
+    out = []
     baseline = next((row for row in rows if row["experiment"] == BASELINE), None)
     for row in rows:
-        if baseline and row["experiment"].startswith("imdb_") and row is not baseline:
-            gain = 100 * (row["quality"] - baseline["quality"])
-            label = f"   {row['experiment']} vs bag-of-words baseline"
-            out.append((label, f"{gain:+.2f} points", "> 0", met(gain > 0)))
+        name, metric = row["experiment"], row["metric"]
+        out += [
+            Figure(f"zoo {name}: export parity, max abs diff", row["parity_max_abs_diff"], "abs", target="<= 1e-05"),
+            Figure(f"zoo {name}: batch-1 latency, ONNX Runtime vs SavedModel", row["onnxruntime_ms_b1"], "ms",
+                   baseline=row["saved_model_ms_b1"], target="<= 0.5"),
+            Figure(f"zoo {name}: {metric} ({' '.join(row['overrides'])})", row["quality"], metric.split()[-1]),
+        ]  # fmt: skip
+        if baseline and name.startswith("imdb_") and row is not baseline:
+            out.append(
+                Figure(f"zoo {name}: test accuracy vs {BASELINE}", row["quality"], "accuracy",
+                       baseline=baseline["quality"])
+            )  # fmt: skip
     return out

@@ -25,16 +25,27 @@ def build_generator(cfg: GANConfig, data: DataConfig) -> keras.Model:
 
 
 def build_discriminator(cfg: GANConfig, data: DataConfig) -> keras.Model:
-    """(B, 28, 28, C) images in [-1, 1] → (B, 1) logits. No BatchNorm: the gradient penalty is per example."""
+    """(B, 28, 28, C) images in [-1, 1] → (B, 1) logits. No BatchNorm: the gradient penalty is per example.
+
+    spectral_norm (Miyato et al., 2018): each conv and the dense are wrapped in SpectralNormalization, whose
+    training calls divide the kernel by its largest singular value, estimated by one power iteration on a
+    vector `vector_u` (a non-trainable weight, so checkpoints keep it)."""
+
+    def weighted(layer: layers.Layer) -> layers.Layer:
+        if not cfg.spectral_norm:
+            return layer
+        # The wrapper casts its output to its input's dtype: give it the layer's policy (float32 for the logit).
+        return layers.SpectralNormalization(layer, dtype=layer.dtype_policy)
+
     images = keras.Input(shape=tuple(data.image_shape), name="image")
     x = images
     for filters in (cfg.filters, 2 * cfg.filters):
         # No bias: TF's graph optimizer mis-fuses conv + bias + LeakyReLU under a gradient tape and logs an error.
-        x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False)(x)
+        x = weighted(layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False))(x)
         x = layers.LeakyReLU(0.2)(x)
         x = layers.Dropout(0.3)(x)
     x = layers.Flatten()(x)
-    logits = layers.Dense(1, dtype="float32", name="logit")(x)
+    logits = weighted(layers.Dense(1, dtype="float32", name="logit"))(x)
     return keras.Model(images, logits, name="discriminator")
 
 

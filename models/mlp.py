@@ -5,6 +5,7 @@ from keras import layers
 
 from kerasline.config import DataConfig, MLPConfig
 from kerasline.models.heads import LOGITS, PROBABILITIES, PROBABILITY, VALUE, float32_head, float32_output
+from kerasline.models.text_features import bag_of_words
 from kerasline.pipelines.columns import NUMBERS, Table
 
 ACTIVATIONS = {"leaky_relu": layers.LeakyReLU}  # the rest are keras activation names
@@ -21,9 +22,9 @@ def build_mlp(cfg: MLPConfig, data: DataConfig, table: Table | None = None) -> k
     elif data.input == "image":
         inputs = keras.Input(shape=tuple(data.image_shape), name="image")
         x = layers.Flatten()(layers.Rescaling(1 / 255)(inputs))
-    else:  # which words occur, padding excluded (a multi-hot count, not one-hot then max: 4x faster in ONNX Runtime)
+    else:  # which words (and hashed bigrams) occur
         inputs = keras.Input(shape=(data.sequence_length,), dtype="int32", name="tokens")
-        x = layers.CategoryEncoding(data.vocab_size, output_mode="multi_hot", name="bag_of_words")(inputs)[:, 1:]
+        x = bag_of_words(inputs, data.vocab_size, cfg.bigram_buckets)
     for i, units in enumerate(cfg.hidden_units):
         x = layers.Dense(units, kernel_initializer=cfg.initializer, kernel_regularizer=regularizer, name=f"dense{i}")(x)
         x = ACTIVATIONS[cfg.activation]()(x) if cfg.activation in ACTIVATIONS else layers.Activation(cfg.activation)(x)

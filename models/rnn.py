@@ -1,10 +1,12 @@
-"""A recurrent text classifier: Embedding → (Bidirectional) LSTM or GRU layers → sequence summary → softmax."""
+"""A recurrent text classifier: Embedding → (Bidirectional) LSTM or GRU layers → sequence summary → softmax;
+with model.bag_of_words, the bag of words beside the summary (wide & deep)."""
 
 import keras
 from keras import layers
 
 from kerasline.config import DataConfig, RNNConfig
 from kerasline.models.blocks import MaskedPooling, classifier_head
+from kerasline.models.text_features import wide_and_deep
 
 
 def build_rnn(cfg: RNNConfig, data: DataConfig) -> keras.Model:
@@ -19,4 +21,5 @@ def build_rnn(cfg: RNNConfig, data: DataConfig) -> keras.Model:
         x = layers.Bidirectional(recurrent, name=f"bidirectional{i}")(x) if cfg.bidirectional else recurrent(x)
     if cfg.summary != "last":
         x = MaskedPooling(cfg.summary, name=f"{cfg.summary}_pool")(x)
+    x = wide_and_deep(x, tokens, cfg, data)
     return keras.Model(tokens, classifier_head(x, data.num_classes, cfg.dropout), name="rnn")

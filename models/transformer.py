@@ -5,16 +5,19 @@ from keras import layers, ops
 
 from kerasline.config import DataConfig, EncoderKnobs, TransformerConfig, ViTConfig
 from kerasline.models.blocks import MaskedPooling, PositionEmbedding, TransformerEncoder, classifier_head
+from kerasline.models.text_features import wide_and_deep
 
 
 def build_transformer(cfg: TransformerConfig, data: DataConfig) -> keras.Model:
-    """(B, L) int token ids, 0 = padding → (B, num_classes) class probabilities."""
+    """(B, L) int token ids, 0 = padding → (B, num_classes) class probabilities; model.bag_of_words: the bag of
+    words beside the pooled encoding (wide & deep)."""
     tokens = keras.Input(shape=(data.sequence_length,), dtype="int32", name="tokens")
     padding_mask = ops.not_equal(tokens, 0)
     x = layers.Embedding(data.vocab_size, cfg.d_model, name="token_embedding")(tokens)
     x = PositionEmbedding(cfg.position, name="position_embedding")(x)
     x = _encoder(x, cfg, padding_mask)
     x = MaskedPooling("mean", name="mean_pool")(x, mask=padding_mask)
+    x = wide_and_deep(x, tokens, cfg, data)
     return keras.Model(tokens, classifier_head(x, data.num_classes, cfg.dropout), name="transformer")
 
 

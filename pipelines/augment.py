@@ -1,5 +1,5 @@
 """Seeded, vectorised augmentation for whole batches, built from stateless random ops: geometric and
-photometric changes for images, word dropout for token ids.
+photometric changes and a RandAugment policy for images, word dropout for token ids.
 
 Each batch comes with its own seed pair, so the same seed gives the same augmented stream on
 every run, whatever the parallelism of the map that calls it.
@@ -11,8 +11,12 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from kerasline.config import AugmentConfig, DataConfig
+from kerasline.pipelines.elastic import bilinear, elastic_coordinates
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+RANDAUGMENT_STREAM = 0x7261  # "ra": folded into the batch's seed pair, so the other knobs' draws stay as they were
+MAX_MAGNITUDE = 10.0  # RandAugment's M runs from 0 to 10, as in timm (its _LEVEL_DENOM)
 
 
 def make_augment(data: DataConfig) -> Augment:
@@ -37,6 +41,11 @@ def _image_augment(cfg: AugmentConfig) -> Augment:
         )
         if geometric:
             images = affine(images, affine_params(cfg, images, geometry_seed), cfg.fill_mode)
+        if cfg.elastic_alpha:
+            images = bilinear(images, *elastic_coordinates(images, cfg, seed))
+        if cfg.randaugment_ops:
+            policy_seed = tf.random.experimental.stateless_fold_in(seed, tf.constant(RANDAUGMENT_STREAM, seed.dtype))
+            images = randaugment(images, cfg.randaugment_ops, cfg.randaugment_magnitude, cfg.fill_mode, policy_seed)
         return photometric(cfg, images, (contrast_seed, brightness_seed, noise_seed))
 
     return augment
@@ -100,3 +109,127 @@ def affine(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str, interpolati
     )
     out.set_shape(images.shape)
     return out
+
+
+def randaugment(images: tf.Tensor, ops: int, magnitude: float, fill_mode: str, seed: tf.Tensor) -> tf.Tensor:
+    """RandAugment (Cubuk et al., 2020) on float32 [B, H, W, C] in [0, 255] → same shape and range: `ops` rounds,
+    in each of which every image takes one of RANDAUGMENT_OPS (uniformly, its own draw) at `magnitude` (0 to 10),
+    its direction (sign) drawn per image where the op has one. Magnitudes follow timm's increasing scale: at 10,
+    rotate 30°, shear 0.3, translate 45% of the side, colour/contrast/brightness/sharpness factors 1 ± 0.9,
+    solarize every pixel (threshold 0), posterize to 0 bits (4 bits at 0)."""
+    for round_seed in tf.unstack(tf.random.experimental.stateless_split(seed, num=ops)):
+        images = _randaugment_round(images, magnitude / MAX_MAGNITUDE, fill_mode, round_seed)
+    return images
+
+
+def _randaugment_round(images: tf.Tensor, strength: float, fill_mode: str, seed: tf.Tensor) -> tf.Tensor:
+    """Every image through its own op: all the geometric ones as one projective transform (the identity for
+    images that drew a pixel op), then each pixel op computed for the batch and kept where it was drawn."""
+    op_seed, sign_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    batch = tf.shape(images)[0]
+    op = tf.random.stateless_uniform([batch], op_seed, minval=0, maxval=len(RANDAUGMENT_OPS), dtype=tf.int32)
+    level = strength * _random_sign(sign_seed, batch)  # [B] in [-1, 1]
+    height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+    transforms = _projective(level, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    for name, transform in GEOMETRIC_OPS.items():
+        chosen = op == RANDAUGMENT_OPS.index(name)
+        transforms = tf.where(chosen[:, None], transform(level, height, width), transforms)
+    out = affine(images, transforms, fill_mode)  # the identity transform gives the image back exactly
+    for name, pixel_op in PIXEL_OPS.items():
+        chosen = op == RANDAUGMENT_OPS.index(name)
+        out = tf.where(chosen[:, None, None, None], pixel_op(images, level), out)
+    return tf.clip_by_value(out, 0.0, 255.0)
+
+
+def _projective(like: tf.Tensor, *params) -> tf.Tensor:
+    """[B, 8] for ImageProjectiveTransform from its first 6 entries (each [B] or a number): output pixel (x, y)
+    reads input pixel (a0·x + a1·y + a2, a3·x + a4·y + a5)."""
+    ones = tf.ones_like(like)
+    return tf.stack([p * ones for p in params] + [0 * ones, 0 * ones], axis=1)
+
+
+def _rotate(level: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """By level · 30° about the centre."""
+    theta = level * math.radians(30)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    return _projective(level, cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
+
+
+GEOMETRIC_OPS = {  # level [B] in [-1, 1], height, width → transforms [B, 8]; shears about the origin, as PIL's
+    "rotate": _rotate,
+    "shear_x": lambda level, h, w: _projective(level, 1.0, 0.3 * level, 0.0, 0.0, 1.0, 0.0),
+    "shear_y": lambda level, h, w: _projective(level, 1.0, 0.0, 0.0, 0.3 * level, 1.0, 0.0),
+    "translate_x": lambda level, h, w: _projective(level, 1.0, 0.0, 0.45 * level * w, 0.0, 1.0, 0.0),
+    "translate_y": lambda level, h, w: _projective(level, 1.0, 0.0, 0.0, 0.0, 1.0, 0.45 * level * h),
+}
+
+
+def _grey(images: tf.Tensor) -> tf.Tensor:
+    """[B, H, W, 1]: ITU-R 601 luma of RGB, as PIL's convert("L"); the channel mean otherwise."""
+    if images.shape[-1] == 3:
+        return tf.reduce_sum(images * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
+    return tf.reduce_mean(images, axis=-1, keepdims=True)
+
+
+def _blend(degenerate: tf.Tensor, images: tf.Tensor, level: tf.Tensor) -> tf.Tensor:
+    """PIL's ImageEnhance: degenerate + factor · (images − degenerate), factor 1 + 0.9 · level."""
+    factor = (1.0 + 0.9 * level)[:, None, None, None]
+    return degenerate + factor * (images - degenerate)
+
+
+def _auto_contrast(images: tf.Tensor) -> tf.Tensor:
+    """Each channel stretched so its darkest pixel is 0 and its brightest 255 (unless it is flat)."""
+    low = tf.reduce_min(images, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(images, axis=[1, 2], keepdims=True)
+    return tf.where(high > low, (images - low) * 255.0 / tf.maximum(high - low, 1e-3), images)
+
+
+def _equalize(images: tf.Tensor) -> tf.Tensor:
+    """Each channel's histogram equalised, by PIL's ImageOps.equalize lookup table."""
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    channels = images.shape[-1]
+    values = tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.int32)
+    rows = tf.reshape(tf.transpose(values, [0, 3, 1, 2]), [batch * channels, height * width])  # one per channel
+    counts = tf.math.bincount(rows, minlength=256, maxlength=256, axis=-1)  # [B·C, 256]
+    brightest = tf.gather(counts, tf.reduce_max(rows, axis=1), batch_dims=1)  # the top value's own count
+    step = (tf.reduce_sum(counts, axis=1) - brightest) // 255
+    below = tf.cumsum(counts, axis=1, exclusive=True)
+    table = tf.minimum((step[:, None] // 2 + below) // tf.maximum(step, 1)[:, None], 255)
+    equalised = tf.where(step[:, None] > 0, tf.gather(table, rows, batch_dims=1), rows)
+    equalised = tf.reshape(equalised, [batch, channels, height, width])
+    return tf.cast(tf.transpose(equalised, [0, 2, 3, 1]), tf.float32)
+
+
+def _posterize(images: tf.Tensor, level: tf.Tensor) -> tf.Tensor:
+    """The top 4 − ⌊4·|level|⌋ bits of each value kept."""
+    bits = 4.0 - tf.floor(4.0 * tf.abs(level))
+    step = tf.pow(2.0, 8.0 - bits)[:, None, None, None]
+    return tf.floor(images / step) * step
+
+
+def _sharpness(images: tf.Tensor, level: tf.Tensor) -> tf.Tensor:
+    """Blended with PIL's SMOOTH filter (3 × 3, centre 5, the rest 1, over 13); the border pixels stay."""
+    kernel = tf.constant([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
+    kernel = tf.tile(kernel[:, :, None, None], [1, 1, images.shape[-1], 1])
+    smooth = tf.nn.depthwise_conv2d(images, kernel, strides=[1, 1, 1, 1], padding="SAME")
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    rows, cols = tf.range(height), tf.range(width)
+    inside = ((rows > 0) & (rows < height - 1))[:, None] & ((cols > 0) & (cols < width - 1))[None, :]
+    return _blend(tf.where(inside[None, :, :, None], smooth, images), images, level)
+
+
+PIXEL_OPS = {  # images float32 [B, H, W, C] in [0, 255], level [B] in [-1, 1] → the same shape
+    "identity": lambda images, level: images,
+    "auto_contrast": lambda images, level: _auto_contrast(images),
+    "equalize": lambda images, level: _equalize(images),
+    "solarize": lambda images, level: tf.where(
+        images >= 256.0 * (1.0 - tf.abs(level))[:, None, None, None], 255.0 - images, images
+    ),
+    "posterize": _posterize,
+    "color": lambda images, level: _blend(_grey(images), images, level),
+    "contrast": lambda images, level: _blend(tf.reduce_mean(_grey(images), [1, 2, 3], keepdims=True), images, level),
+    "brightness": lambda images, level: _blend(tf.zeros_like(images), images, level),
+    "sharpness": _sharpness,
+}
+RANDAUGMENT_OPS = (*PIXEL_OPS, *GEOMETRIC_OPS)  # the paper's 14

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasline.config import DataConfig, ExperimentConfig
+from kerasline.pipelines.mixing import make_mixing
 from kerasline.pipelines.sources import Shard, Splits
 
 # `augment(x, y, seed)` of a training batch: the task's (segmentation moves the mask with the image).
@@ -26,6 +27,7 @@ PairAugment = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Te
 @dataclass(frozen=True)
 class Datasets:
     """Batches of (x, int32 labels [B]): x is float32 images [B, H, W, C] in [0, 255] or int32 token ids [B, L].
+    Under mixup or CutMix, training batches carry float32 soft targets [B, K] instead (pipelines/mixing.py).
     Segmentation: (images, int32 masks [B, H, W]), training batches cropped to data.crop."""
 
     cfg: ExperimentConfig
@@ -64,12 +66,17 @@ class Datasets:
         seeds = tf.data.Dataset.range(first_epoch * batches_per_epoch, last_epoch * batches_per_epoch).map(
             lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g * workers + worker])  # unique across workers
         )
-        augment = self.augment
+        augment, mix = self.augment, make_mixing(cfg)
+
+        def augmented(batch: tuple[tf.Tensor, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            x, y = augment(*batch, seed)
+            return mix(x, y, seed) if mix else (x, y)
+
         stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps * local_replicas)
-        stream = stream.map(lambda batch, seed: augment(*batch, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        stream = stream.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
         if self.class_weights:
             weights = tf.constant(self.class_weights, tf.float32)
-            stream = stream.map(lambda x, y: (x, y, tf.gather(weights, y)))
+            stream = stream.map(lambda x, y: (x, y, example_weights(weights, y)))
         return stream.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 
@@ -108,6 +115,13 @@ def build_datasets(
         shard=shard,
         class_weights=balanced_weights(train_examples, cfg.data.num_classes) if cfg.training.class_weight else (),
     )
+
+
+def example_weights(weights: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Each example's class weight [B], of labels [B]; of soft targets [B, K] (mixup, CutMix) the mix of its
+    classes' weights, Σ_k y_k·w_k: a mix of two examples weighs as much as they would, in the proportion it takes
+    of each (and an unmixed one exactly its class's weight)."""
+    return tf.linalg.matvec(y, weights) if y.shape.rank == 2 else tf.gather(weights, y)
 
 
 def balanced_weights(examples: tf.data.Dataset, num_classes: int) -> tuple[float, ...]:

@@ -13,6 +13,8 @@ import tensorflow as tf
 from kerasline.config import DataConfig
 from kerasline.errors import DataError
 from kerasline.pipelines.augment import affine, affine_params, photometric
+from kerasline.pipelines.elastic import bilinear, elastic_coordinates, nearest
+from kerasline.pipelines.mixing import cutmix_masks
 from kerasline.pipelines.sources import IMAGE_SUFFIXES, BadRecords, Shard, Splits, split_files, tfds_splits_of
 from kerasline.shipped import find
 
@@ -93,8 +95,9 @@ def _tfds_splits(cfg: DataConfig, shard: Shard | None) -> Splits:
 
 def make_joint_augment(data: DataConfig):
     """Returns `augment(images, masks, seed)` for a batch: uint8 [B, H, W, C] and int32 [B, H, W] → float32 in
-    [0, 255] and int32, cropped to data.crop. One geometric transform moves image and mask alike (the mask
-    resampled nearest, so labels stay labels); contrast, brightness and noise touch the image only."""
+    [0, 255] and int32, cropped to data.crop. One geometric transform, then one elastic deformation, moves image
+    and mask alike (the mask resampled nearest, so labels stay labels); contrast, brightness and noise touch the
+    image only."""
     cfg = data.augment
     geometric = cfg.rotation or cfg.translation or cfg.zoom or cfg.flip != "none"
 
@@ -110,7 +113,13 @@ def make_joint_augment(data: DataConfig):
             images = affine(images, transforms, cfg.fill_mode)
             masks = affine(tf.cast(masks[..., None], tf.float32), transforms, cfg.fill_mode, "NEAREST")
             masks = tf.cast(tf.round(masks[..., 0]), tf.int32)
-        return photometric(cfg, images, (contrast_seed, brightness_seed, noise_seed)), masks
+        if cfg.elastic_alpha:
+            rows, cols = elastic_coordinates(images, cfg, seed)
+            images, masks = bilinear(images, rows, cols), nearest(masks, rows, cols)
+        images = photometric(cfg, images, (contrast_seed, brightness_seed, noise_seed))
+        if cfg.cutmix:  # last: a box of another example's augmented image and mask
+            images, masks = cutmix_masks(images, masks, seed, cfg.cutmix)
+        return images, masks
 
     return augment
 

@@ -15,7 +15,7 @@ FAMILIES = {
     "wide_cnn": ({}, {"image_shape": [32, 32, 3]}),
     "resnet": ({"stages": [1, 1], "width": 8}, IMAGE),
     "vit": ({"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8}, IMAGE),
-    "rnn": ({"units": 4, "embedding_dim": 4, "summary": "max"}, TOKENS),
+    "rnn": ({"units": 4, "embedding_dim": 4, "summary": "max", "bag_of_words": True, "bigram_buckets": 16}, TOKENS),
     "transformer": ({"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8, "position": "sinusoidal"}, TOKENS),
     "unet": ({"depth": 2, "filters": 4, "decoder": "upsampling"}, {**IMAGE, "task": "segmentation", "num_classes": 2}),
 }

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from kerasline.config import ConfigError, load_experiment
 from kerasline.pipelines.datasets import balanced_weights
+from kerasline.training.callbacks import AugmentedImages
 from kerasline.training.tasks import build_inputs
 
 
@@ -28,6 +29,13 @@ def test_the_training_stream_carries_each_examples_class_weight(tiny_experiment)
         assert w.shape == y.shape and np.allclose(w, np.asarray(data.class_weights)[y])
     unweighted = build_inputs(load_experiment(str(tiny_experiment)))
     assert unweighted.class_weights == () and len(next(iter(unweighted.train(0, 1)))) == 2
+
+
+def test_the_augmented_images_visual_reads_weighted_batches(tiny_experiment, tmp_path):
+    cfg = load_experiment(str(tiny_experiment), ["training.class_weight=balanced"])
+    AugmentedImages(tmp_path / "logs", build_inputs(cfg).train(0, 1)).on_train_begin()  # (x, y, w) batches
+    (event_file,) = (tmp_path / "logs").iterdir()
+    assert event_file.name.startswith("events.out.tfevents") and event_file.stat().st_size > 0
 
 
 @pytest.mark.parametrize("experiment", ["digits_autoencoder", "digits_mlp_regression", "isbi_unet"])

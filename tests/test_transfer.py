@@ -13,7 +13,7 @@ import pytest
 from kerasline.config import load_experiment
 from kerasline.errors import ConfigError, UserError
 from kerasline.training.fit import compile_model, setup, train
-from kerasline.training.init_from import REPORT_FILE, by_key, initialise, source_run
+from kerasline.training.init_from import REPORT_FILE, by_key, initialise, read_source, source_run
 from kerasline.training.tasks import task_for
 
 IMAGE = """
@@ -147,7 +147,7 @@ def test_init_from_an_export_version_loads_the_run_it_came_from(source, tmp_path
     assert source_run(str(source["version"])) == source["run_dir"]
     cfg = load_experiment(str(image_experiment(tmp_path, "target", init_from=source["version"])))
     model = compile_model(cfg, steps_per_epoch=1)
-    report = initialise(model, cfg.model.init_from, tmp_path)
+    report = initialise(model, read_source(cfg.model.init_from), tmp_path)
     assert report["source"] == str(source["run_dir"])
     assert sorted(report["loaded"]) == ["block0_bn0", "block0_conv0", "hidden", "logits"]
     assert report["new"] == [] and report["skipped"] == {}
@@ -250,7 +250,7 @@ def test_cli_refuses_init_from_a_path_that_is_not_a_run(tmp_path, kerasline):
     path = image_experiment(tmp_path, "target", init_from=tmp_path / "empty")
     proc = kerasline("train", str(path))
     one_line_refusal(proc, f"model.init_from: {tmp_path / 'empty'}: not a finished run, an experiment's runs or an")
-    assert not (tmp_path / "exports").exists()
+    assert not (tmp_path / "exports").exists() and not (tmp_path / "runs").exists()  # refused before a run opened
 
 
 def test_cli_refuses_a_source_whose_layers_match_nothing(source, tmp_path, kerasline):
@@ -259,7 +259,18 @@ def test_cli_refuses_a_source_whose_layers_match_nothing(source, tmp_path, keras
     path.write_text(TEXT.format(root=tmp_path, source=source["run_dir"]))
     proc = kerasline("train", str(path))
     one_line_refusal(proc, f"model.init_from: no layer of {source['run_dir']} matches this model's by name and")
-    assert not (tmp_path / "exports").exists()
+    assert not (tmp_path / "exports").exists() and not (tmp_path / "runs").exists()  # refused before a run opened
+
+
+def test_a_source_whose_weights_cannot_be_read_is_refused_before_a_run_opens(source, tmp_path):
+    copy = tmp_path / "pretrain" / "run-001"
+    shutil.copytree(source["run_dir"], copy)
+    (copy / "best.weights.h5").write_text("not an HDF5 file")
+    cfg = load_experiment(str(image_experiment(tmp_path, "target", init_from=copy)))
+    with pytest.raises(UserError) as err:
+        train(cfg)
+    assert str(err.value).startswith(f"model.init_from: {copy}: its best.weights.h5 cannot be read (")
+    assert not (tmp_path / "runs").exists()
 
 
 def whole(split) -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ class AugmentedImages(keras.callbacks.Callback):
         self.log_dir, self.train, self.count = str(log_dir), train, count
 
     def on_train_begin(self, logs=None):
-        images, _ = next(iter(self.train))
+        images = next(iter(self.train))[0]  # (x, y) or, with training.class_weight, (x, y, weights)
         grid = image_grid(images[: self.count].numpy() / 255.0)
         writer = tf.summary.create_file_writer(self.log_dir)
         with writer.as_default():

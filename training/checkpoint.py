@@ -33,6 +33,7 @@ from kerasline.files import (
     written_or_disk_full,
 )
 from kerasline.training.curves import plot_learning_curves
+from kerasline.training.ema import averaged
 
 CHECKPOINT_NAME = re.compile(r"^epoch-(\d{4,})(?:-step-(\d{4,}))?$")
 CALLBACK_STATE = {  # what a callback counts between epochs, so a resumed run stops when the uninterrupted would
@@ -161,7 +162,8 @@ class RunCheckpoint(keras.callbacks.Callback):
         ensure_free_space(self.run_dir, _weights_bytes(self.model), "the best weights")
 
         def write() -> None:
-            self.model.save_weights(staging)
+            with averaged(self.model):  # training.ema: the best weights are the averages (training/ema.py)
+                self.model.save_weights(staging)
             os.replace(staging, self.run_dir / "best.weights.h5")
 
         try:

@@ -17,7 +17,7 @@ from kerasline.errors import Diverged, Preempted, UserError
 from kerasline.files import write_text_atomic
 from kerasline.pipelines import Datasets
 from kerasline.training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
-from kerasline.training.init_from import initialise, summary
+from kerasline.training.init_from import Source, initialise, read_source, source_for, summary
 from kerasline.training.phases import (
     phase_at,
     phase_callbacks,
@@ -78,10 +78,11 @@ def train(cfg: ExperimentConfig, callbacks: Sequence[keras.callbacks.Callback] =
     strategy, task = setup(cfg), task_for(cfg)
     data = task.build_inputs(input_shard(cfg, strategy))
     backbone = pretrained_weights(cfg)  # before the run opens: a refusal leaves nothing behind
+    source = source_for(cfg, task.build_model)  # likewise
     chief = is_chief(strategy)
     run_dir = _open_run(cfg, strategy)
     with recorded(run_dir, write=chief), console_log(run_dir / "run.log", enabled=chief):
-        return _train_run(cfg, callbacks, strategy, task, data, run_dir, chief, backbone)
+        return _train_run(cfg, callbacks, strategy, task, data, run_dir, chief, backbone, source)
 
 
 def _train_run(
@@ -93,6 +94,7 @@ def _train_run(
     run_dir: Path,
     chief: bool,
     backbone: list | None,
+    source: Source | None,
 ) -> TrainResult:
     """train() once its run is open (run.json and run.log record it): fit, resumed; best weights; test metrics."""
     for name, text in data.run_files.items() if chief else ():  # what the export rebuilds its graph from
@@ -104,8 +106,9 @@ def _train_run(
         if resume.path is None:  # a new run; a resumed one's checkpoint is newer than any start
             if backbone is not None:
                 print(f"backbone:    {start_from(model, cfg, backbone)}")
-            if cfg.model.init_from:
-                print(f"init from:   {summary(initialise(model, cfg.model.init_from, run_dir if chief else None))}")
+            if cfg.model.init_from:  # read before the run opened, unless the run it was to resume was busy
+                source = source or read_source(cfg.model.init_from)
+                print(f"init from:   {summary(initialise(model, source, run_dir if chief else None))}")
     with output_dir(strategy, run_dir) as out_dir:
         callbacks = [*callbacks, *phase_callbacks(cfg, out_dir), *task.callbacks(out_dir, data, resume, model)]
         checkpoint = callbacks[-1]
@@ -126,9 +129,10 @@ def _train_run(
     if not (run_dir / "best.weights.h5").exists():
         raise UserError(f"no epoch gave a finite {cfg.training.monitor}; nothing to test or export in {run_dir}")
     load_best(model, run_dir)
-    metrics = _test_metrics(model, data.test)  # a collective under MultiWorkerMirroredStrategy: every worker runs it
+    tested = task.inference_model(model)
+    metrics = _test_metrics(tested, data.test)  # a collective under MultiWorkerMirroredStrategy: every worker runs it
     if chief:
-        results = {"test": metrics, "report": task.report(model, data.test)}  # the chief's own: no collective
+        results = {"test": metrics, "report": task.report(tested, data.test)}  # the chief's own: no collective
         write_text_atomic(run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
     resumed_at = f"epoch {resume.epoch + 1}" + (f", step {resume.step}" if resume.step else "") if resume.path else None
@@ -240,13 +244,14 @@ def evaluate_report(cfg: ExperimentConfig, run_dir: Path) -> dict:
 
 
 def _restored(cfg: ExperimentConfig, run_dir: Path) -> tuple[keras.Model, Datasets]:
-    """The run's compiled model with its best weights, and the experiment's datasets."""
+    """The run's compiled model with its best weights, as the task tests it (Task.inference_model), and the
+    experiment's datasets."""
     strategy = setup(cfg)
     data = task_for(cfg).build_inputs()
     with strategy.scope():
         model = compile_model(cfg, steps_per_epoch=1)
     load_best(model, run_dir)
-    return model, data
+    return task_for(cfg).inference_model(model), data
 
 
 def load_best(model: keras.Model, run_dir: Path) -> None:

@@ -13,6 +13,19 @@ OPTIMIZERS = {
 }
 
 
+class RawWeightsKept:
+    """Mixed into an optimizer with use_ema=True (training.ema), so that fit() ends with the raw weights in the model.
+    Keras 3.15 ends every fit() by copying the averages into them (finalize_variable_values); a run is several fit()
+    calls (the rest of a preempted epoch, a fine-tuning phase) that train on from the raw weights, and it saves the
+    averages where it wants them itself (training/ema.py)."""
+
+    def finalize_variable_values(self, var_list):
+        pass
+
+
+AVERAGING = {name: type(cls.__name__, (RawWeightsKept, cls), {}) for name, cls in OPTIMIZERS.items()}
+
+
 def make_optimizer(cfg: TrainingConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     opt = cfg.optimizer
     kwargs = {"learning_rate": learning_rate(cfg, steps_per_epoch), "global_clipnorm": opt.clipnorm}
@@ -22,7 +35,10 @@ def make_optimizer(cfg: TrainingConfig, steps_per_epoch: int) -> keras.optimizer
         kwargs["nesterov"] = opt.nesterov
     if opt.weight_decay is not None:
         kwargs["weight_decay"] = opt.weight_decay
-    return OPTIMIZERS[opt.name](**kwargs)
+    if cfg.ema is None:
+        return OPTIMIZERS[opt.name](**kwargs)
+    # Keras keeps one average per trainable variable, updated after every step; its first step's is the weights.
+    return AVERAGING[opt.name](**kwargs, use_ema=True, ema_momentum=cfg.ema)
 
 
 def learning_rate(cfg: TrainingConfig, steps_per_epoch: int) -> float | keras.optimizers.schedules.LearningRateSchedule:

@@ -1,9 +1,10 @@
 """A pretrained backbone in training: its weights loaded into a new run, and the phases of fine-tuning.
 
 As keras-io's transfer-learning guide teaches: phase 1 (training.epochs, training.optimizer and .schedule) trains
-the new head on the frozen backbone, whose BatchNorm layers run in inference mode; phase 2 (training.fine_tune)
-unfreezes the backbone's top layers (BatchNorm stays frozen, so its statistics keep the pretraining's) and goes on
-at a lower learning rate, with an optimizer of its own. A model without a backbone has one phase.
+what is new (a classifier's head, a U-Net's decoder) on the frozen backbone, whose BatchNorm layers run in
+inference mode; phase 2 (training.fine_tune) unfreezes the backbone's top layers (BatchNorm stays frozen, so its
+statistics keep the pretraining's) and goes on at a lower learning rate, with an optimizer of its own. A model
+without a backbone (config: `has_backbone`) has one phase.
 """
 
 import warnings
@@ -13,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasline.config import ExperimentConfig, PretrainedConfig, TrainingConfig
+from kerasline.config import ExperimentConfig, PretrainedConfig, TrainingConfig, UNetConfig
 from kerasline.errors import UserError
 from kerasline.models.pretrained import BACKBONE, build_backbone
 from kerasline.training.callbacks import EpochSummaries
@@ -43,7 +44,7 @@ def phase_training(training: TrainingConfig, phase: int) -> TrainingConfig:
 
 def set_phase(model: keras.Model, cfg: ExperimentConfig, phase: int) -> None:
     """Which of the backbone's layers train in `phase` (call compile afterwards); nothing without a backbone."""
-    if not isinstance(cfg.model, PretrainedConfig):
+    if not cfg.model.has_backbone:
         return
     backbone = model.get_layer(BACKBONE)
     if phase == 1:  # a frozen layer also runs its BatchNorm in inference mode (Keras 3)
@@ -74,13 +75,13 @@ class PhaseLog(EpochSummaries):
 
 def phase_callbacks(cfg: ExperimentConfig, run_dir: Path) -> list[keras.callbacks.Callback]:
     """TensorBoard's `phase` and `trainable_weights` per epoch, where there are phases (a backbone)."""
-    return [PhaseLog(run_dir / "logs" / "train", cfg)] if isinstance(cfg.model, PretrainedConfig) else []
+    return [PhaseLog(run_dir / "logs" / "train", cfg)] if cfg.model.has_backbone else []
 
 
 def pretrained_weights(cfg: ExperimentConfig) -> list[np.ndarray] | None:
     """The backbone's starting weights, as model.weights says (None: from scratch, or no backbone). Fetched before
     a run opens, so that a refusal (a missing or misfit file, imagenet offline) leaves nothing behind."""
-    if not isinstance(cfg.model, PretrainedConfig) or cfg.model.weights == "none":
+    if not cfg.model.has_backbone or cfg.model.weights == "none":
         return None
     if cfg.model.weights == "imagenet":
         return _imagenet(cfg.model).get_weights()
@@ -105,7 +106,7 @@ def start_from(model: keras.Model, cfg: ExperimentConfig, weights: list[np.ndarr
     return f"{cfg.model.backbone}, {source}"
 
 
-def _imagenet(cfg: PretrainedConfig) -> keras.Model:
+def _imagenet(cfg: PretrainedConfig | UNetConfig) -> keras.Model:
     """The backbone with keras.applications' ImageNet weights (downloaded once into ~/.keras/models)."""
     try:
         return build_backbone(cfg, weights="imagenet")

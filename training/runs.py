@@ -38,20 +38,26 @@ class RunInUse(UserError):
 def open_run(cfg: ExperimentConfig) -> Path:
     """The unfinished run with this exact config if there is one and no live process holds it (to resume), else a
     new run; this process holds it until `recorded` ends."""
-    root = Path(cfg.runs_dir) / cfg.name
-    runs = run_dirs(root)
-    resolved = to_toml(cfg)
-    busy = None
-    if runs and not (runs[-1] / "metrics.json").exists() and _read(runs[-1] / "config.toml") == resolved:
+    unfinished, busy = resumable(cfg), None
+    if unfinished is not None:
         try:
-            claim_run(runs[-1])
-            return runs[-1]
+            claim_run(unfinished)
+            return unfinished
         except RunInUse as e:
             busy = e
-    run_dir = _new_run(root, resolved)
+    run_dir = _new_run(Path(cfg.runs_dir) / cfg.name, to_toml(cfg))
     if busy:
-        print(f"{runs[-1]} is in use by process {busy.pid or '(unknown)'}: starting {run_dir}")
+        print(f"{unfinished} is in use by process {busy.pid or '(unknown)'}: starting {run_dir}")
     return run_dir
+
+
+def resumable(cfg: ExperimentConfig) -> Path | None:
+    """The newest run if it is unfinished and has this exact config: the run open_run resumes (unless a live
+    process holds it)."""
+    runs = run_dirs(Path(cfg.runs_dir) / cfg.name)
+    if runs and not (runs[-1] / "metrics.json").exists() and _read(runs[-1] / "config.toml") == to_toml(cfg):
+        return runs[-1]
+    return None
 
 
 def _new_run(root: Path, resolved: str) -> Path:

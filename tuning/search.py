@@ -33,6 +33,7 @@ from kerasline.errors import UserError
 from kerasline.files import write_text_atomic
 from kerasline.pipelines import Datasets
 from kerasline.shipped import is_shipped
+from kerasline.training.ema import AveragedValidation
 from kerasline.training.fit import compile_for_phase, compile_model, setup
 from kerasline.training.phases import phases, pretrained_weights, set_phase, start_from
 from kerasline.training.tasks import build_inputs
@@ -136,13 +137,14 @@ class ExperimentHyperModel(kt.HyperModel):
             # keras-tuner 1.4.8 adds TensorBoard's hparams callback, which one fit only may use (tensorboard 2.21):
             # the last phase's, whose scores are the trial's.
             once = [c for c in callbacks if not type(c).__module__.startswith("tensorboard.plugins.hparams")]
+            averaged = [AveragedValidation()] if cfg.training.ema else []  # the trial's scores are the averages'
             history = model.fit(
                 data.train(first, last),
                 steps_per_epoch=data.steps_per_epoch,
                 initial_epoch=first,
                 epochs=last,
                 validation_data=data.validation,
-                callbacks=callbacks if phase == len(spans) else once,
+                callbacks=[*averaged, *(callbacks if phase == len(spans) else once)],
                 shuffle=False,
                 verbose=verbose,
             )

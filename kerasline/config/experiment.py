@@ -98,6 +98,8 @@ class ExperimentConfig(Section):
             raise ValueError("training.mixed_precision: dcgan's optimizers do not scale the loss; use mixed_bfloat16")
         if self.model.name == "dcgan" and self.training.schedule.name == "plateau":
             raise ValueError("training.schedule.name: plateau needs a validation score, and a GAN's losses are none")
+        if self.model.name == "dcgan" and self.training.ema is not None:
+            raise ValueError("training.ema: dcgan's optimizers are its own; use model.generator_ema for its generator")
         return self
 
     @property
@@ -201,8 +203,9 @@ def _label_budgets_need_labels(cfg: ExperimentConfig) -> None:
 
 
 def _fine_tuning_needs_a_backbone(cfg: ExperimentConfig) -> None:
-    if cfg.training.fine_tune.epochs and cfg.model.name != "pretrained":
-        raise ValueError(f"training.fine_tune: unfreezes a pretrained backbone, but model.name is {cfg.model.name!r}")
+    if cfg.training.fine_tune.epochs and not cfg.model.has_backbone:
+        which = "model.backbone is 'none'" if hasattr(cfg.model, "backbone") else f"model.name is {cfg.model.name!r}"
+        raise ValueError(f"training.fine_tune: unfreezes a pretrained backbone, but {which}")
     plateau = "plateau" in (cfg.training.schedule.name, cfg.training.fine_tune.schedule.name)
     if cfg.training.fine_tune.epochs and plateau:
         raise ValueError("training.fine_tune: each phase has an optimizer of its own; a plateau schedule needs one")
@@ -211,6 +214,31 @@ def _fine_tuning_needs_a_backbone(cfg: ExperimentConfig) -> None:
 def _class_weights_need_labels(cfg: ExperimentConfig) -> None:
     if cfg.training.class_weight and (task_of(cfg) not in ("classification", "tabular") or cfg.data.target != "class"):
         raise ValueError("training.class_weight: weighs labels; this experiment's targets are not class labels")
+
+
+def _recipes_fit_the_task(cfg: ExperimentConfig) -> None:
+    """Label smoothing and mixing need class labels (or masks) to smooth or mix; mixing and RandAugment, images."""
+    data, augment, task = cfg.data, cfg.data.augment, task_of(cfg)
+    if task in GENERATIVE_TASKS:
+        targets = f"{cfg.model.name} does {task}, which has no labels"
+    elif data.target == "value":
+        targets = "data.target = 'value' is regression"
+    else:
+        targets = None
+    if cfg.training.label_smoothing and targets:
+        raise ValueError(f"training.label_smoothing: smooths class labels, but {targets}")
+    if cfg.training.label_smoothing and task == "segmentation" and cfg.model.loss == "dice":
+        raise ValueError("training.label_smoothing: smooths cross-entropy, and model.loss = 'dice' has none")
+    on = [knob for knob in ("mixup", "cutmix", "randaugment_ops") if getattr(augment, knob)]
+    if on and data.input != "image":
+        raise ValueError(f"data.augment.{on[0]}: an image augmentation, but data.input is {data.input!r}")
+    mixing = [knob for knob in ("mixup", "cutmix") if getattr(augment, knob)]
+    if mixing and targets:
+        raise ValueError(f"data.augment.{mixing[0]}: mixes class labels, but {targets}")
+    if augment.mixup and task == "segmentation":
+        raise ValueError("data.augment.mixup: would blend the masks' class ids; segmentation takes cutmix")
+    if augment.randaugment_ops and task == "segmentation":
+        raise ValueError("data.augment.randaugment_ops: its geometric ops would move the images without their masks")
 
 
 def _monitors_fit_the_target(cfg: ExperimentConfig) -> None:
@@ -235,6 +263,7 @@ _CHECKS = (
     _heads_fit_the_target,
     _monitors_fit_the_target,
     _class_weights_need_labels,
+    _recipes_fit_the_task,
     _label_budgets_need_labels,
     _fine_tuning_needs_a_backbone,
 )

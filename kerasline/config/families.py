@@ -13,6 +13,12 @@ Width = Annotated[int, Field(ge=1, le=4096)]
 
 Initializer = Literal["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"]
 
+Backbone = Literal["mobilenet_v3_small", "efficientnet_v2_b0", "resnet50_v2"]  # models/pretrained.py's BACKBONES
+BACKBONE_WEIGHTS = (
+    "imagenet: keras.applications' ImageNet weights (downloaded once, online); none: from scratch; "
+    "else the path of a weights file of the backbone (.weights.h5, as Model.save_weights writes it)"
+)
+
 
 class InitFrom(Section):
     init_from: str | None = Field(
@@ -20,6 +26,11 @@ class InitFrom(Section):
         description="start from an earlier run's weights, matched by layer name and shape: a run directory, an "
         "experiment's runs directory (its newest finished run) or an export version",
     )
+
+    @property
+    def has_backbone(self) -> bool:
+        """A pretrained backbone (model.backbone): training/phases.py loads its weights and freezes it."""
+        return getattr(self, "backbone", "none") != "none"
 
 
 class ImageModel(InitFrom):
@@ -41,11 +52,35 @@ class ImageModel(InitFrom):
         return None
 
 
-class SequenceModel(InitFrom):
+class BigramKnob(Section):
+    """Families that read a bag of words: which vocabulary words occur, and which hashed word bigrams."""
+
+    bigram_buckets: int = Field(
+        0,
+        ge=0,
+        le=32_768,
+        description="tokens and text: hash each pair of adjacent words into one of N buckets and add which buckets "
+        "occur to the bag of words (a pair with padding counts in none); 0: off",
+    )
+
+
+class SequenceModel(BigramKnob, InitFrom):
     """A family that takes token ids (or text, vectorised inside the exported graph)."""
 
     inputs: ClassVar[tuple[str, ...]] = ("tokens", "text")
     task: ClassVar[str] = "classification"
+
+    bag_of_words: bool = Field(
+        False,
+        description="wide & deep (Cheng et al., 2016): which words (and model.bigram_buckets) occur, beside the "
+        "sequence's summary, into the classifier",
+    )
+
+    @model_validator(mode="after")
+    def _bigrams_need_the_bag(self) -> "SequenceModel":
+        if self.bigram_buckets and not self.bag_of_words:
+            raise ValueError("model.bigram_buckets: bigrams join the bag of words; set model.bag_of_words = true")
+        return self
 
     def data_problem(self, data: DataConfig) -> str | None:
         return None
@@ -109,7 +144,7 @@ class CNNConfig(BatchNormKnob, ImageModel):
 
 
 @family
-class MLPConfig(ImageModel):
+class MLPConfig(BigramKnob, ImageModel):
     """Dense layers on the flattened pixels, on a bag of words (multi-hot token ids), or on a table's encoded
     columns. The course's MNIST MLP is hidden_units = [64, 32]; no hidden units and a sigmoid head is logistic
     regression, and a linear head linear regression."""
@@ -131,6 +166,11 @@ class MLPConfig(ImageModel):
     dropout: float = Field(0.0, ge=0, lt=1)
     initializer: Initializer = "glorot_uniform"
     l2: float = Field(0.0, ge=0)
+
+    def data_problem(self, data: DataConfig) -> str | None:
+        if self.bigram_buckets and data.input not in ("tokens", "text"):
+            return f"model.bigram_buckets: pairs words of a text, but data.input is {data.input!r}"
+        return super().data_problem(data)
 
 
 @family
@@ -198,12 +238,8 @@ class PretrainedConfig(ImageModel):
     }
 
     name: Literal["pretrained"]
-    backbone: Literal["mobilenet_v3_small", "efficientnet_v2_b0", "resnet50_v2"] = "mobilenet_v3_small"
-    weights: str = Field(
-        "imagenet",
-        description="imagenet: keras.applications' ImageNet weights (downloaded once, online); none: from scratch; "
-        "else the path of a weights file of the backbone (.weights.h5, as Model.save_weights writes it)",
-    )
+    backbone: Backbone = "mobilenet_v3_small"
+    weights: str = Field("imagenet", description=BACKBONE_WEIGHTS)
     input_size: int = Field(96, ge=32, le=1024, description="the side the image is resized to, inside the model")
     dropout: float = Field(0.2, ge=0, lt=1)
 
@@ -292,7 +328,10 @@ class ViTConfig(EncoderKnobs, ImageModel):
 class GANConfig(ImageModel):
     """A DCGAN (Radford et al., 2016): a transposed-conv generator from Gaussian noise and a strided-conv
     discriminator, trained by alternating updates. loss = "wgan_gp" makes the discriminator a critic with
-    the gradient penalty of Gulrajani et al. (2017). Both nets use Adam at training.optimizer.learning_rate."""
+    the gradient penalty of Gulrajani et al. (2017). Both nets use Adam at training.optimizer.learning_rate.
+    The stabilisers, each off by default: spectral normalisation of the discriminator (Miyato et al., 2018), a
+    moving average of the generator's weights (Karras et al., 2018) and two time-scale learning rates (TTUR,
+    Heusel et al., 2017)."""
 
     task: ClassVar[str] = "generate"
     default_space: ClassVar[dict] = {
@@ -307,6 +346,19 @@ class GANConfig(ImageModel):
     critic_steps: int = Field(1, ge=1, le=20, description="discriminator updates per generator update")
     beta_1: float = Field(0.5, ge=0, lt=1, description="both Adam optimizers' first-moment decay")
     beta_2: float = Field(0.999, gt=0, lt=1, description="both Adam optimizers' second-moment decay")
+    spectral_norm: bool = Field(
+        False, description="wrap the discriminator's conv and dense layers in keras.layers.SpectralNormalization"
+    )
+    generator_ema: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="decay of a moving average of the generator's weights, updated after each generator step; "
+        "the average samples, is evaluated and is exported. None: off, the generator itself",
+    )
+    discriminator_learning_rate: float | None = Field(
+        None, gt=0, le=1, description="the discriminator's Adam rate (TTUR); None: training.optimizer.learning_rate"
+    )
 
     def data_problem(self, data: DataConfig) -> str | None:
         if tuple(data.image_shape[:2]) != (28, 28):
@@ -361,6 +413,12 @@ class UNetConfig(BatchNormKnob, ImageModel):
 
     task: ClassVar[str] = "segmentation"
     name: Literal["unet"]
+    backbone: Literal["none", Backbone] = Field(
+        "none",
+        description="none: an encoder of conv blocks; else a keras.applications encoder whose feature maps at "
+        "strides 2 to 16 are the skips (model.depth does not apply: image sides and data.crop divide by 32)",
+    )
+    weights: str = Field("imagenet", description=f"model.backbone's: {BACKBONE_WEIGHTS}")
     depth: int = Field(4, ge=1, le=8, description="2×2 poolings; image sides and data.crop divide by 2**depth")
     filters: int = Field(16, ge=1, le=1024, description="filters of the first block, doubled at every depth")
     decoder: Literal["transposed", "upsampling"] = Field(
@@ -373,16 +431,41 @@ class UNetConfig(BatchNormKnob, ImageModel):
     )
     boundary_weight: float = Field(5.0, ge=0, le=1000, description="boundary_ce: extra weight of boundary pixels")
     boundary_width: int = Field(3, ge=1, le=63, description="boundary_ce: pixels within this window of a boundary")
+    tta: bool = Field(
+        False,
+        description="test-time augmentation: the test metrics, the report and the export average the probabilities "
+        "over the image's 8 flips and 90° rotations, each undone on the output (8× the compute)",
+    )
+    tile: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        None,
+        description="overlap-tile prediction (as the U-Net paper): the test metrics, the report and the export "
+        "predict tile × tile windows, the image mirrored past its border, and keep each window's centre; "
+        "divides like data.crop. None: the whole image at once",
+    )
+    tile_margin: int = Field(
+        32, ge=0, le=2048, description="model.tile: the context at each side of a window, predicted and discarded"
+    )
 
     def data_problem(self, data: DataConfig) -> str | None:
-        step = 2**self.depth
+        if self.has_backbone and data.image_shape[2] not in (1, 3):
+            shape = list(data.image_shape)
+            return f"model.backbone: {self.backbone} takes 1 or 3 channels, but data.image_shape is {shape}"
+        step, by = (32, "model.backbone's stride") if self.has_backbone else (2**self.depth, "2**model.depth")
         if data.image_shape[0] % step or data.image_shape[1] % step:
             return (
-                f"data.image_shape: {list(data.image_shape)} does not divide by 2**model.depth = {step}; "
-                "use sides that do, or a smaller model.depth"
+                f"data.image_shape: {list(data.image_shape)} does not divide by {by} = {step}; "
+                f"use sides that do{'' if self.has_backbone else ', or a smaller model.depth'}"
             )
         if data.crop is not None and data.crop % step:
-            return f"data.crop: {data.crop} does not divide by 2**model.depth = {step}"
+            return f"data.crop: {data.crop} does not divide by {by} = {step}"
+        if self.tile is not None:  # windows start on the pooling grid, as the whole image does
+            for key, side in (("model.tile", self.tile), ("model.tile_margin", self.tile_margin)):
+                if side % step:
+                    return f"{key}: {side} does not divide by {by} = {step}"
+            if 2 * self.tile_margin >= self.tile:
+                return f"model.tile_margin: {self.tile_margin} on each side leaves nothing of a {self.tile} window"
+            if self.tile > min(data.image_shape[:2]):
+                return f"model.tile: {self.tile} is larger than data.image_shape {list(data.image_shape)}"
         return None
 
 

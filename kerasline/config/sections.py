@@ -23,10 +23,45 @@ class AugmentConfig(Section):
     noise_stddev: float = Field(0.0, ge=0, le=1, description="Gaussian noise, as a fraction of 255")
     fill_mode: Literal["constant", "nearest", "reflect", "wrap"] = "constant"
     word_dropout: float = Field(0.0, ge=0, lt=1, description="tokens and text: fraction of tokens hidden as padding")
+    elastic_alpha: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="elastic deformation (Simard et al., 2003): the std of each pixel's displacement, in pixels "
+        "(mask and image alike); 0: off",
+    )
+    elastic_sigma: float = Field(
+        10.0, gt=0, le=100, description="elastic: the std of the Gaussian that smooths the displacements, in pixels"
+    )
+    mixup: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="image classification: mixup's Beta(α, α) concentration α (0.2 is common): each training image "
+        "blended with another, its label likewise (soft targets)",
+    )
+    cutmix: float = Field(
+        0.0,
+        ge=0,
+        le=10,
+        description="image classification and segmentation: CutMix's Beta(α, α) concentration α (1.0 is common): a "
+        "box of another training image pasted in, labels mixed by area (masks pasted alike); with mixup, each batch "
+        "takes one of the two",
+    )
+    randaugment_ops: int = Field(
+        0, ge=0, le=14, description="images, not segmentation: RandAugment's N, ops per image drawn from 14; 0: off"
+    )
+    randaugment_magnitude: float = Field(
+        9.0,
+        ge=0,
+        le=10,
+        description="RandAugment's M on timm's 0 to 10 scale (10: rotate 30°, shear 0.3, translate 45%, colour, "
+        "contrast, brightness and sharpness factors 1 ± 0.9)",
+    )
 
     def image_knobs(self) -> list[str]:
         """The image augmentations switched on."""
-        knobs = ("rotation", "translation", "zoom", "contrast", "brightness", "noise_stddev")
+        knobs = ("rotation", "translation", "zoom", "contrast", "brightness", "noise_stddev", "elastic_alpha")
         on = [knob for knob in knobs if getattr(self, knob)]
         return on + (["flip"] if self.flip != "none" else [])
 
@@ -170,6 +205,20 @@ class TrainingConfig(Section):
     )
     verbose: Literal["bar", "epoch", "silent"] = Field(
         "epoch", description="what fit prints (and run.log keeps): a progress bar, one line per epoch, or nothing"
+    )
+    ema: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="decay of an exponential moving average of the weights (e.g. 0.999), which validation, "
+        "best.weights.h5 and the export use; training goes on with the raw weights; off when absent",
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="class labels (and segmentation's cross-entropy): ε of Keras's label smoothing, the target "
+        "(1 − ε)·y + ε/K (a sigmoid head: ε/2)",
     )
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: ScheduleConfig = ScheduleConfig()

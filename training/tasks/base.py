@@ -23,6 +23,7 @@ from kerasline.pipelines.datasets import PairAugment
 from kerasline.pipelines.sources import Shard, Splits, load_splits
 from kerasline.training.callbacks import AttentionMaps, AugmentedImages
 from kerasline.training.checkpoint import ResumePoint, RunCheckpoint
+from kerasline.training.ema import AveragedValidation
 from kerasline.training.optim import make_optimizer
 
 Function = tf.types.experimental.GenericFunction
@@ -123,6 +124,7 @@ class Task:
         if any(isinstance(layer, TransformerEncoder) for layer in model.layers):
             visuals.append(AttentionMaps(logs / "validation", data.validation))
         return [
+            *([AveragedValidation()] if training.ema else []),
             *visuals,
             keras.callbacks.TensorBoard(str(logs), histogram_freq=1),
             *stateful,
@@ -136,6 +138,11 @@ class Task:
         return [AugmentedImages(log_dir / "train", data.train(0, 1))]
 
     # Report
+    def inference_model(self, model: keras.Model) -> keras.Model:
+        """The compiled model that the test metrics and the report run, from the trained compiled `model`: the model
+        itself, unless the task predicts otherwise at test time (segmentation's model.tta and model.tile)."""
+        return model
+
     def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
         """What a practitioner reads first beyond the test metrics, from the batched test split, in the shapes
         training/report.py names; {} where the metrics say it all (a GAN's losses)."""

@@ -17,10 +17,55 @@ from kerasline.pipelines.datasets import text_vectorizer
 from kerasline.training.report import predictions, result
 from kerasline.training.tasks.base import Function, Signature, Task, raw_input_function
 
+
+def soft_targets(y_true, y_pred) -> bool:
+    """Whether targets are class probabilities [B, K] (mixup's and CutMix's training batches), not labels [B]; a
+    sigmoid head's probabilities [B, 1] are of K = 2 classes."""
+    return len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == max(y_pred.shape[-1], 2)
+
+
+class ClassCrossentropy(keras.losses.CategoricalCrossentropy):
+    """Keras's categorical cross-entropy and its label smoothing, (1 − ε)·y + ε/K, of labels [B] (made one-hot) or
+    soft targets [B, K]: Keras 3.15's SparseCategoricalCrossentropy has no label_smoothing, and training batches
+    under mixup or CutMix carry soft targets while validation keeps labels. Unsmoothed labels take the sparse loss."""
+
+    def call(self, y_true, y_pred):
+        if soft_targets(y_true, y_pred):
+            return super().call(y_true, y_pred)
+        if not self.label_smoothing:
+            return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
+        if len(y_true.shape) == len(y_pred.shape):  # labels [B, 1]
+            y_true = keras.ops.squeeze(y_true, -1)
+        return super().call(keras.ops.one_hot(keras.ops.cast(y_true, "int32"), y_pred.shape[-1]), y_pred)
+
+
+class BinaryClassCrossentropy(keras.losses.BinaryCrossentropy):
+    """Keras's binary cross-entropy and its label smoothing, (1 − ε)·y + ε/2, of labels [B] or of soft targets
+    [B, 2] (mixup's, CutMix's), whose class-1 share is the target of the sigmoid's probability [B, 1]."""
+
+    def call(self, y_true, y_pred):
+        return super().call(y_true[:, 1:] if soft_targets(y_true, y_pred) else y_true, y_pred)
+
+
+def class_accuracy(y_true, y_pred):
+    """The argmax decision against labels [B], or against soft targets' larger share (mixup, CutMix)."""
+    if soft_targets(y_true, y_pred):
+        y_true = keras.ops.argmax(y_true, axis=-1)
+    if y_pred.shape[-1] == 1:  # a sigmoid: class 1 above 0.5
+        return keras.metrics.binary_accuracy(y_true, y_pred)
+    return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
+
+
+class ClassAccuracy(keras.metrics.MeanMetricWrapper):
+    def __init__(self, name: str = "accuracy", dtype=None):
+        super().__init__(class_accuracy, name=name, dtype=dtype)
+        self._direction = "up"  # what Keras 3.15's monitoring callbacks (EarlyStopping in a search) maximise
+
+
 # A head's loss, its metric and the metric's name.
 HEADS = {
-    "softmax": (keras.losses.SparseCategoricalCrossentropy, keras.metrics.SparseCategoricalAccuracy, "accuracy"),
-    "sigmoid": (keras.losses.BinaryCrossentropy, keras.metrics.BinaryAccuracy, "accuracy"),
+    "softmax": (ClassCrossentropy, ClassAccuracy, "accuracy"),
+    "sigmoid": (BinaryClassCrossentropy, ClassAccuracy, "accuracy"),
     "linear": (keras.losses.MeanSquaredError, keras.metrics.MeanAbsoluteError, "mae"),
 }
 TOP_K = 5  # the report's top-k accuracy, given where there are at least this many classes
@@ -34,7 +79,8 @@ class Classification(Task):
         return getattr(self.cfg.model, "head", "softmax")  # only the MLP offers the others
 
     def build_losses(self) -> keras.losses.Loss:
-        return HEADS[self.head][0]()
+        loss = HEADS[self.head][0]
+        return loss() if self.head == "linear" else loss(label_smoothing=self.cfg.training.label_smoothing)
 
     def build_metrics(self) -> list[keras.metrics.Metric]:
         _, metric, name = HEADS[self.head]

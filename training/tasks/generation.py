@@ -8,6 +8,10 @@ wgan_gp (Gulrajani et al., 2017), D is a critic:
     G: −mean D(G(z))
 The discriminator takes `critic_steps` updates (fresh noise each) per generator update. Images are scaled
 from [0, 255] to the generator's [-1, 1].
+
+model.generator_ema = β keeps a moving average of the generator's weights (Karras et al., 2018; Yazıcı et al.,
+2019), updated after each generator step, BatchNorm statistics included: θ̄ ← β·θ̄ + (1 − β)·θ, the first step
+copying θ. The average draws the samples: the TensorBoard grid, evaluation and the export.
 """
 
 from pathlib import Path
@@ -42,19 +46,29 @@ def gradient_penalty(critic: keras.Model, real: tf.Tensor, fake: tf.Tensor, eps:
 
 class GAN(keras.Model):
     """Generator and discriminator with an Adam optimizer each; `fit` runs `train_step` below. The
-    checkpoint's `model.optimizer` is the generator's; both optimizers are saved with the weights."""
+    checkpoint's `model.optimizer` is the generator's; both optimizers are saved with the weights, and so is
+    `generator_ema`, the generator's moving average (None unless cfg.generator_ema)."""
 
     def __init__(self, cfg: GANConfig, generator: keras.Model, discriminator: keras.Model, seed: int, **kwargs):
         super().__init__(**kwargs)
         self.cfg, self.generator, self.discriminator = cfg, generator, discriminator
+        self.generator_ema = None
+        if cfg.generator_ema is not None:
+            self.generator_ema = keras.models.clone_model(generator)
+            self.generator_ema.trainable = False
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.built = True
 
+    @property
+    def sampler(self) -> keras.Model:
+        """The generator that draws samples: its moving average where there is one."""
+        return self.generator if self.generator_ema is None else self.generator_ema
+
     def call(self, noise, training=False):
-        return self.generator(noise, training=training)
+        return self.sampler(noise, training=training)
 
     def compile(
         self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer, **kwargs
@@ -100,11 +114,20 @@ class GAN(keras.Model):
             _, g_loss = self._gan_losses(real, fake, training=True)
         variables = self.generator.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(g_loss, variables), variables, strict=True))
+        if self.generator_ema is not None:
+            self._average_generator()
         return self._track(d_loss, g_loss)
+
+    def _average_generator(self):
+        """θ̄ ← β·θ̄ + (1 − β)·θ over all the generator's weights. β = 0 on the first step: the average starts from
+        the generator as training found it (init_from's weights, where it loaded some)."""
+        decay = tf.where(self.optimizer.iterations > 1, self.cfg.generator_ema, 0.0)
+        for average, weight in zip(self.generator_ema.weights, self.generator.weights, strict=True):
+            average.assign(decay * average + (1.0 - decay) * weight)
 
     def test_step(self, data):
         real = to_unit_range(data[0])
-        fake = self.generator(self._noise(tf.shape(real)[0]), training=False)
+        fake = self.sampler(self._noise(tf.shape(real)[0]), training=False)
         return self._track(*self._gan_losses(real, fake, training=False))
 
     def _track(self, d_loss, g_loss):
@@ -123,13 +146,18 @@ class Generation(Task):
         return GAN(model, build_generator(model, data), build_discriminator(model, data), self.cfg.seed)
 
     def compile(self, model: GAN, steps_per_epoch: int) -> GAN:
-        """Both nets use Adam at training.optimizer.learning_rate (and its schedule)."""
-        rate = learning_rate(self.cfg.training, steps_per_epoch)
+        """Both nets use Adam at training.optimizer.learning_rate and its schedule; the discriminator at
+        model.discriminator_learning_rate where set (two time-scale updates, Heusel et al., 2017)."""
+        training, gan = self.cfg.training, self.cfg.model
 
-        def adam() -> keras.optimizers.Adam:
-            return keras.optimizers.Adam(learning_rate=rate, beta_1=self.cfg.model.beta_1, beta_2=self.cfg.model.beta_2)
+        def adam(peak: float) -> keras.optimizers.Adam:
+            optimizer = training.optimizer.model_copy(update={"learning_rate": peak})
+            rate = learning_rate(training.model_copy(update={"optimizer": optimizer}), steps_per_epoch)
+            return keras.optimizers.Adam(learning_rate=rate, beta_1=gan.beta_1, beta_2=gan.beta_2)
 
-        model.compile(d_optimizer=adam(), g_optimizer=adam())
+        g_rate = training.optimizer.learning_rate
+        d_rate = g_rate if gan.discriminator_learning_rate is None else gan.discriminator_learning_rate
+        model.compile(d_optimizer=adam(d_rate), g_optimizer=adam(g_rate))
         return model
 
     @property
@@ -143,7 +171,7 @@ class Generation(Task):
     def export_model(self, weights: Path) -> keras.Model:
         gan = built_in_float32(self.build_model)
         gan.load_weights(weights)
-        return gan.generator
+        return gan.sampler
 
     def sample_inputs(self) -> dict[str, np.ndarray]:
         return {"noise": fixed_noise(self.cfg.export.parity_samples, self.cfg.model.latent_dim, self.cfg.seed)}
@@ -164,7 +192,7 @@ class Generation(Task):
 
 
 class SampleGrid(EpochImage):
-    """The generator's images for one fixed batch of noise, so epochs compare like for like."""
+    """The sampler's images for one fixed batch of noise, so epochs compare like for like."""
 
     tag = "generated_fixed_noise"
 
@@ -173,4 +201,4 @@ class SampleGrid(EpochImage):
         self.noise = noise
 
     def image(self) -> np.ndarray:
-        return image_grid((self.model.generator(self.noise, training=False).numpy() + 1) / 2)
+        return image_grid((self.model.sampler(self.noise, training=False).numpy() + 1) / 2)

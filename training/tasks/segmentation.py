@@ -11,6 +11,7 @@ from keras import ops
 
 from kerasline.config import UNetConfig
 from kerasline.models.heads import PROBABILITIES
+from kerasline.models.inference import InferenceModel
 from kerasline.pipelines import Datasets
 from kerasline.pipelines.segmentation import make_joint_augment, segmentation_splits
 from kerasline.pipelines.sources import Shard, Splits
@@ -42,7 +43,7 @@ class Segmentation(Task):
         return make_joint_augment(self.cfg.data)
 
     def build_losses(self) -> keras.losses.Loss:
-        return segmentation_loss(self.cfg.model, self.cfg.data.num_classes)
+        return segmentation_loss(self.cfg.model, self.cfg.data.num_classes, self.cfg.training.label_smoothing)
 
     def build_metrics(self) -> list[keras.metrics.Metric]:
         return segmentation_metrics(self.cfg.data.num_classes)
@@ -51,14 +52,28 @@ class Segmentation(Task):
         overlays = MaskOverlays(log_dir / "validation", data.validation, self.cfg.data.num_classes)
         return [overlays, *super().visuals(log_dir, data)]
 
+    def inference_model(self, model: keras.Model) -> keras.Model:
+        """With model.tta or model.tile, an InferenceModel around `model`, compiled with the task's loss and
+        metrics; else `model`."""
+        unet = self.cfg.model
+        if not unet.tta and unet.tile is None:
+            return model
+        with model.distribute_strategy.scope():
+            tested = InferenceModel(model, unet.tta, unet.tile, unet.tile_margin)
+            jit = self.cfg.training.jit_compile
+            tested.compile(loss=self.build_losses(), metrics=self.build_metrics(), jit_compile=jit)
+        return tested
+
     def signatures(self, model: keras.Model, onnx_model: keras.Model, run_dir: Path) -> dict[str, Signature]:
-        """`image` uint8 [B, H, W, C] → `probabilities` float32 [B, H, W, K] and `mask` int64 [B, H, W]. The U-Net
-        takes any side that divides by 2**depth; serving pins data.image_shape (one shape to batch)."""
+        """`image` uint8 [B, H, W, C] → `probabilities` float32 [B, H, W, K] and `mask` int64 [B, H, W], predicted as
+        the test metrics are (inference_model: model.tta, model.tile). The U-Net takes any side that divides by
+        2**depth; serving pins data.image_shape (one shape to batch)."""
 
         def outputs(y):
             return {PROBABILITIES: y, "mask": tf.argmax(y, axis=-1)}
 
-        serve = raw_input_function(model, self.cfg.data, outputs, image_shape=tuple(self.cfg.data.image_shape))
+        tested, shape = self.inference_model(model), tuple(self.cfg.data.image_shape)
+        serve = raw_input_function(tested, self.cfg.data, outputs, image_shape=shape)
         return {"serving_default": Signature(serve, self.sample_inputs())}
 
     def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
@@ -124,8 +139,9 @@ def _defined(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
 
 
-def segmentation_loss(cfg: UNetConfig, num_classes: int) -> keras.losses.Loss:
-    """The configured loss, `(y_true [B, H, W], y_pred [B, H, W, K]) → [B]`: one value per example."""
+def segmentation_loss(cfg: UNetConfig, num_classes: int, label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """The configured loss, `(y_true [B, H, W], y_pred [B, H, W, K]) → [B]`: one value per example.
+    `label_smoothing`: ε of each pixel's cross-entropy target (none in the dice loss)."""
     if cfg.loss == "boundary_ce":
         return PixelLoss(
             boundary_weighted_crossentropy,
@@ -133,9 +149,12 @@ def segmentation_loss(cfg: UNetConfig, num_classes: int) -> keras.losses.Loss:
             num_classes=num_classes,
             weight=cfg.boundary_weight,
             width=cfg.boundary_width,
+            label_smoothing=label_smoothing,
         )
-    functions = {"crossentropy": crossentropy, "dice": dice_loss, "ce_dice": crossentropy_plus_dice}
-    return PixelLoss(functions[cfg.loss], name=cfg.loss, num_classes=num_classes)
+    if cfg.loss == "dice":
+        return PixelLoss(dice_loss, name="dice", num_classes=num_classes)
+    functions = {"crossentropy": crossentropy, "ce_dice": crossentropy_plus_dice}
+    return PixelLoss(functions[cfg.loss], name=cfg.loss, num_classes=num_classes, label_smoothing=label_smoothing)
 
 
 class PixelLoss(keras.losses.Loss):
@@ -149,13 +168,13 @@ class PixelLoss(keras.losses.Loss):
         return self.function(y_true, y_pred, **self.knobs)
 
 
-def crossentropy(y_true, y_pred, num_classes: int):
+def crossentropy(y_true, y_pred, num_classes: int, label_smoothing: float = 0.0):
     """Per-pixel cross-entropy, averaged over each example's pixels."""
-    return ops.mean(_pixel_crossentropy(y_true, y_pred), axis=(1, 2))
+    return ops.mean(_pixel_crossentropy(y_true, y_pred, label_smoothing), axis=(1, 2))
 
 
-def crossentropy_plus_dice(y_true, y_pred, num_classes: int):
-    return crossentropy(y_true, y_pred, num_classes) + dice_loss(y_true, y_pred, num_classes)
+def crossentropy_plus_dice(y_true, y_pred, num_classes: int, label_smoothing: float = 0.0):
+    return crossentropy(y_true, y_pred, num_classes, label_smoothing) + dice_loss(y_true, y_pred, num_classes)
 
 
 def dice_loss(y_true, y_pred, num_classes: int):
@@ -166,11 +185,13 @@ def dice_loss(y_true, y_pred, num_classes: int):
     return 1.0 - ops.mean((2.0 * intersection + SMOOTH) / (total + SMOOTH), axis=-1)
 
 
-def boundary_weighted_crossentropy(y_true, y_pred, num_classes: int, weight: float, width: int):
+def boundary_weighted_crossentropy(
+    y_true, y_pred, num_classes: int, weight: float, width: int, label_smoothing: float = 0.0
+):
     """Cross-entropy where pixels within a `width`-pixel window of a class boundary count (1 + weight) times:
     the thin structures between regions (membranes, object outlines) are what a plain per-pixel loss neglects."""
     weights = 1.0 + weight * boundary_map(y_true, num_classes, width)
-    ce = _pixel_crossentropy(y_true, y_pred)
+    ce = _pixel_crossentropy(y_true, y_pred, label_smoothing)
     return ops.sum(weights * ce, axis=(1, 2)) / ops.sum(weights, axis=(1, 2))
 
 
@@ -183,7 +204,10 @@ def boundary_map(y_true, num_classes: int, width: int):
     return ops.max(dilated - eroded, axis=-1)
 
 
-def _pixel_crossentropy(y_true, y_pred):
+def _pixel_crossentropy(y_true, y_pred, label_smoothing: float = 0.0):
+    if label_smoothing:  # Keras 3.15's sparse cross-entropy has no label smoothing: the categorical one has
+        one_hot = ops.one_hot(ops.cast(y_true, "int32"), y_pred.shape[-1])
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=label_smoothing)
     return keras.losses.sparse_categorical_crossentropy(ops.cast(y_true, "int32"), y_pred)
 
 

@@ -1,0 +1,214 @@
+"""The bench's arithmetic, never its timings: the lane order, medians and ranges, targets met or not, the load gate's
+decisions (on a simulated kernel load average, no real waiting), results.json and the CPU's description."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks.figures import (
+    Figure,
+    LoadGate,
+    LoadTooHigh,
+    Reading,
+    cpu_description,
+    interleaved,
+    read_results,
+    spread,
+    write_results,
+)
+
+IDLE = Reading(0.3, 0.3, 0.0, True)
+
+
+class KernelLoad:
+    """The 1-minute load average as Linux keeps it: every 5.01 s (LOAD_FREQ), L ← L·d + n·(1 − d) with
+    d = exp(−5/60) and n the runnable tasks (here only others': the bench sleeps while its gate waits), read as
+    /proc/loadavg shows it, to 2 decimals. `phase`: when the first tick falls."""
+
+    def __init__(self, load: float, others: float, phase: float = 1.0) -> None:
+        self.now, self.load, self.others, self.tick = 0.0, load, others, phase
+        self.sleeps = 0
+
+    def read(self) -> float:
+        return round(self.load, 2)
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += seconds
+        while self.tick <= self.now:
+            decay = math.exp(-5 / 60)
+            self.load = self.load * decay + self.others * (1 - decay)
+            self.tick += 5.01
+
+    def gate(self, **kwargs) -> LoadGate:
+        return LoadGate(read=self.read, clock=self.clock, sleep=self.sleep, **{"wait_s": 120, **kwargs})
+
+
+def test_lanes_run_interleaved_a_b_c_c_b_a():
+    assert "".join(interleaved("ABC", rounds=2)) == "ABCCBA"
+    assert "".join(interleaved("ABC", rounds=3)) == "ABCCBAABC"
+    assert interleaved(["pipeline", "in_memory"], rounds=2) == ["pipeline", "in_memory", "in_memory", "pipeline"]
+    assert interleaved(["ours"], rounds=1) == ["ours"]
+
+
+def test_spread_is_the_median_and_the_range():
+    assert spread([3.0, 1.0, 2.0]) == (2.0, (1.0, 3.0))
+    assert spread([4.0, 1.0, 2.0, 3.0]) == (2.5, (1.0, 4.0))
+
+
+@pytest.mark.parametrize(
+    "figure, ratio, met",
+    [
+        (Figure("steady vs torch", 300.0, "samples/s", baseline=200.0, target=">= 1.5"), 1.5, True),
+        (Figure("steady vs torch", 290.0, "samples/s", baseline=200.0, target=">= 1.5"), 1.45, False),
+        (Figure("pipeline step", 10.4, "ms/step", baseline=10.0, target="<= 1.05"), 1.04, True),  # lower is better
+        (Figure("pipeline step", 10.7, "ms/step", baseline=10.0, target="<= 1.05"), 1.07, False),
+        (Figure("ORT vs SavedModel", 0.2, "ms", baseline=0.5, target="<= 0.5"), 0.4, True),
+        (Figure("test accuracy", 0.993, "accuracy", target=">= 0.99"), None, True),  # no baseline: on the value
+        (Figure("test accuracy", 0.985, "accuracy", target=">= 0.99"), None, False),
+        (Figure("transfer vs scratch", 0.9, "accuracy", baseline=0.9, target="> 1.0"), 1.0, False),  # a tie is not >
+        (Figure("wall time", 12.0, "s"), None, None),  # no target: nothing to meet
+    ],
+)
+def test_a_target_applies_to_the_ratio_where_there_is_a_baseline(figure, ratio, met):
+    assert figure.ratio == pytest.approx(ratio) if ratio is not None else figure.ratio is None
+    assert figure.met is met
+
+
+def test_a_malformed_target_fails_where_the_figure_is_made():
+    with pytest.raises(ValueError, match="expected one of"):
+        Figure("x", 1.0, "s", target="at least 1.5")
+
+
+def test_the_gate_lets_a_lane_start_at_once_on_an_idle_machine():
+    kernel = KernelLoad(load=0.4, others=0.0)
+    reading = kernel.gate()("race")
+    assert reading == Reading(0.4, 0.4, 0.0, True)
+    assert kernel.sleeps == 0
+
+
+def test_the_gate_tells_the_bench_own_last_lane_from_others_load():
+    # Just after a lane of ours: the average is 2.6 and falling, nobody else runs. Waiting for it to fall below 1.0
+    # would take about 57 s; watching it decay for 10 s shows others' share is about 0.
+    kernel = KernelLoad(load=2.6, others=0.0)
+    reading = kernel.gate()("race")
+    assert reading.valid and reading.load_average > 1.0
+    assert 10 <= reading.waited_s <= 16
+    assert reading.others <= 1.0
+
+
+@pytest.mark.parametrize("phase", [0.1, 2.5, 4.9])
+@pytest.mark.parametrize("start", [1.2, 3.0])
+def test_the_gate_refuses_while_others_keep_the_machine_busy(phase, start):
+    kernel = KernelLoad(load=start, others=1.3, phase=phase)
+    with pytest.raises(LoadTooHigh, match="--allow-load") as refused:
+        kernel.gate()("race imdb_lstm: torch, run 2 of 3")
+    assert refused.value.reading.waited_s >= 120
+    assert refused.value.reading.others > 1.0
+    assert not refused.value.reading.valid
+
+
+def test_the_gate_lets_others_light_load_through():
+    kernel = KernelLoad(load=2.6, others=0.5, phase=0.3)
+    reading = kernel.gate()("tabular")
+    assert reading.valid and reading.waited_s < 20
+
+
+def test_with_allow_load_the_gate_times_anyway_and_marks_the_reading_invalid():
+    kernel = KernelLoad(load=3.0, others=2.5)
+    reading = kernel.gate(wait_s=10, allow=True)("race")
+    assert not reading.valid
+    assert reading.load_average > 1.0 and reading.waited_s == pytest.approx(10)
+
+
+def test_a_figure_of_several_runs_carries_the_worst_reading():
+    busy = Reading(1.7, 1.4, 12.0, False)
+    assert Reading.worst([IDLE, busy, IDLE]) == Reading(1.7, 1.4, 12.0, False)
+    assert Reading.worst([IDLE, IDLE]).valid
+
+
+def test_results_json_round_trips_one_entry_per_figure(tmp_path):
+    figures = [
+        Figure("race mnist_convnet: steady samples/s, ours vs PyTorch", 2700.0, "samples/s", baseline=720.0,
+               target=">= 1.5", value_range=(2500.0, 2900.0), baseline_range=(700.0, 800.0), runs=3, load=IDLE),
+        Figure("accuracy mnist_cnn: test accuracy", 0.993, "accuracy", target=">= 0.99",
+               load=Reading(1.6, 0.9, 11.0, True)),
+        Figure("zoo mnist_mlp: export parity", 3e-7, "abs", target="<= 1e-05", load=Reading(2.2, 1.8, 10.0, False)),
+    ]  # fmt: skip
+    cpu = cpu_description("model name : Test CPU\nflags : fpu avx2\n", 2)
+    header = {"mode": "full", "machine": {"cpu": cpu}, "sections": {"race": {"gate": IDLE}}}
+    path = tmp_path / "results.json"
+    write_results(path, header, figures)
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # written atomically: no staging file left
+    document = json.loads(path.read_text())
+    first = document["figures"][0]
+    assert {"name", "value", "unit", "baseline", "ratio", "target", "met", "load_average", "cpu", "valid"} <= set(first)
+    assert first["ratio"] == pytest.approx(2700 / 720) and first["met"] is True
+    assert first["cpu"] == "Test CPU, 2 logical CPUs, AVX2"
+    assert [f["valid"] for f in document["figures"]] == [True, True, False]
+    assert document["sections"]["race"]["gate"]["load_average"] == 0.3
+    again, read = read_results(path)
+    assert read == figures
+    assert again["mode"] == "full"
+
+
+def test_cpu_description_names_the_vector_extensions():
+    avx512 = "processor : 0\nmodel name : AMD EPYC 9R14\nflags : fpu sse avx2 avx512f avx512bw avx512_bf16\n"
+    cpu = cpu_description(avx512 + "processor : 1\nmodel name : AMD EPYC 9R14\n", 2)
+    assert cpu["model"] == "AMD EPYC 9R14"
+    assert cpu["vector_extensions"] == ["AVX2", "AVX-512F", "AVX-512BW", "AVX-512 BF16"]
+    assert cpu_description("model name : Old\nflags : sse4_2 avx\n", 2)["vector_extensions"] == []
+
+
+def _run(epoch_s: list[float], wall_s: float, accuracy: float = 0.9, reading: Reading = IDLE) -> dict:
+    return {"epoch_s": epoch_s, "wall_s": wall_s, "accuracy": accuracy, "gate": reading}
+
+
+def test_race_figures_are_medians_of_interleaved_runs():
+    from benchmarks.perf import LANES, lanes_in_turn, race_figures, summarise
+
+    calls, gated = [], []
+
+    def run(lane: str, last: bool) -> dict:
+        calls.append((lane, last))
+        return _run([2.0, 1.0], 5.0)
+
+    def gate(what: str) -> Reading:
+        gated.append(what)
+        return IDLE
+
+    runs = lanes_in_turn(list(LANES), run, 3, gate, "mnist_convnet")
+    assert [lane for lane, _ in calls] == ["ours", "keras", "torch", "torch", "keras", "ours", "ours", "keras", "torch"]
+    assert [i for i, (lane, last) in enumerate(calls) if last] == [6, 7, 8]  # ours' last run is the one item 12 keeps
+    assert len(gated) == 9 and all(run["gate"] == IDLE for lane in runs.values() for run in lane)
+
+    samples, epochs = 1000, 3
+    busy = Reading(1.9, 1.3, 10.0, False)
+    lanes = {
+        "ours": summarise([_run([3, 1.0, 1.0], 10), _run([3, 1.25, 1.25], 12), _run([3, 0.8, 0.8], 11)], samples, 3),
+        "keras": summarise([_run([3, 1.0, 1.0], 9)] * 3, samples, epochs),
+        "torch": summarise([_run([4, 2.0, 2.0], 20), _run([4, 2.0, 2.0], 20, reading=busy)], samples, epochs),
+    }
+    race = {"mnist_convnet": {"epochs": epochs, "overrides": ["data.limit=640"], "lanes": lanes}}
+    steady, whole, versus_keras, *_ = race_figures(race)
+    assert steady.name == "race mnist_convnet (3 epochs, data.limit=640): steady samples/s, ours vs PyTorch"
+    assert steady.value == pytest.approx(1000) and steady.value_range == pytest.approx((800, 1250))
+    assert steady.baseline == pytest.approx(500) and steady.met  # 2.0 ≥ 1.5
+    assert whole.ratio == pytest.approx(20 / 11) and whole.met  # PyTorch's wall time ÷ ours, medians
+    assert versus_keras.ratio == pytest.approx(1.0) and versus_keras.met and versus_keras.target == ">= 1.0"
+    assert steady.runs == 3 and not steady.valid and steady.load.load_average == 1.9  # a busy PyTorch run
+    assert versus_keras.valid
+
+
+def test_the_pipeline_figure_is_the_median_step_time_against_memory():
+    from benchmarks.common import overhead_figure
+
+    overhead = {"steps_per_epoch": 10, "pipeline_epoch_s": [0.11, 0.12, 0.13, 0.10], "in_memory_epoch_s": [0.1] * 4}
+    figure = overhead_figure("input pipeline mnist_cnn", overhead)
+    assert figure.value == pytest.approx(11.5) and figure.unit == "ms/step"
+    assert figure.ratio == pytest.approx(1.15) and figure.met is False
+    assert figure.value_range == pytest.approx((10.0, 13.0))
