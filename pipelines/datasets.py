@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from kerasline.config import DataConfig, ExperimentConfig
-from kerasline.pipelines.mixing import make_mixing
 from kerasline.pipelines.sources import Shard, Splits
 
 # `augment(x, y, seed)` of a training batch: the task's (segmentation moves the mask with the image).
@@ -66,14 +65,9 @@ class Datasets:
         seeds = tf.data.Dataset.range(first_epoch * batches_per_epoch, last_epoch * batches_per_epoch).map(
             lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g * workers + worker])  # unique across workers
         )
-        augment, mix = self.augment, make_mixing(cfg)
-
-        def augmented(batch: tuple[tf.Tensor, tf.Tensor], seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            x, y = augment(*batch, seed)
-            return mix(x, y, seed) if mix else (x, y)
-
+        augment = self.augment
         stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps * local_replicas)
-        stream = stream.map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
+        stream = stream.map(lambda batch, seed: augment(*batch, seed), num_parallel_calls=tf.data.AUTOTUNE)
         if self.class_weights:
             weights = tf.constant(self.class_weights, tf.float32)
             stream = stream.map(lambda x, y: (x, y, example_weights(weights, y)))

@@ -14,22 +14,22 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from kerasline.config import AugmentConfig, ExperimentConfig, task_of
+from kerasline.config import AugmentConfig, DataConfig
 
 STREAM = 0x6D6978  # "mix": folded into the batch's seed pair, apart from augmentation's streams
 
 Mixing = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
-def make_mixing(cfg: ExperimentConfig) -> Mixing | None:
+def make_mixing(data: DataConfig) -> Mixing | None:
     """`mix(images, labels, seed)` of image classification's training batches: float32 images [B, H, W, C] in
     [0, 255] and int32 labels [B] → the images mixed, in the same range, and float32 soft targets [B, K]. When both
-    mixup and CutMix are on, each batch takes one of them (even odds, seeded). None where neither is on, and for
-    segmentation, whose joint augment pastes masks itself (`cutmix_masks`)."""
-    augment = cfg.data.augment
-    if not (augment.mixup or augment.cutmix) or task_of(cfg) != "classification":
+    mixup and CutMix are on, each batch takes one of them (even odds, seeded). None where neither is on.
+    (Segmentation's joint augment pastes masks itself: `cutmix_masks`.)"""
+    augment = data.augment
+    if not (augment.mixup or augment.cutmix):
         return None
-    num_classes = cfg.data.num_classes
+    num_classes = data.num_classes
 
     def mix(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         choice_seed, partner_seed, mix_seed = _split(_own_stream(seed), 3)

@@ -58,7 +58,7 @@ def test_segmentation_smooths_each_pixels_crossentropy():
 
 def _mixer(tiny_cfg, **augment):
     data = tiny_cfg.data.model_copy(update={"augment": AugmentConfig(**augment)})
-    return make_mixing(tiny_cfg.model_copy(update={"data": data}))
+    return make_mixing(data)
 
 
 def _constant_images(values):

@@ -13,7 +13,8 @@ import tensorflow as tf
 from kerasline.config import DataConfig
 from kerasline.models.heads import PROBABILITIES, PROBABILITY, VALUE
 from kerasline.pipelines import Datasets
-from kerasline.pipelines.datasets import text_vectorizer
+from kerasline.pipelines.datasets import PairAugment, text_vectorizer
+from kerasline.pipelines.mixing import make_mixing
 from kerasline.training.report import predictions, result
 from kerasline.training.tasks.base import Function, Signature, Task, raw_input_function
 
@@ -77,6 +78,14 @@ class Classification(Task):
     @property
     def head(self) -> str:
         return getattr(self.cfg.model, "head", "softmax")  # only the MLP offers the others
+
+    def augment(self) -> PairAugment:
+        """The input's augmentation, then mixup or CutMix where data.augment asks: labels [B] become soft targets
+        float32 [B, K], mixed as the images are (pipelines/mixing.py)."""
+        augment, mix = super().augment(), make_mixing(self.cfg.data)
+        if mix is None:
+            return augment
+        return lambda x, y, seed: mix(*augment(x, y, seed), seed)
 
     def build_losses(self) -> keras.losses.Loss:
         loss = HEADS[self.head][0]
