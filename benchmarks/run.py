@@ -569,11 +569,11 @@ def write_results_md(bench: Bench) -> None:
     tabular_section = (
         tabular.results_section(sections["tabular"], bench.started, bench.mode) if ran["tabular"] else None
     )
-    markdown = tabular.with_section(markdown, current, tabular_section)
+    markdown = with_marked_section(markdown, current, (tabular.SECTION_BEGIN, tabular.SECTION_END), tabular_section)
     transfer_section = (
         transfer.results_section(sections["transfer"], bench.started, bench.mode) if ran["transfer"] else None
     )
-    markdown = transfer.with_section(markdown, current, transfer_section)
+    markdown = with_marked_section(markdown, current, (transfer.SECTION_BEGIN, transfer.SECTION_END), transfer_section)
     # Written by hand: what was tried for each experiment's figure, on validation (no bench item reruns those runs).
     write_text_atomic(perf.RESULTS_MD, with_marked_section(markdown, current, RECIPES_MARKERS))
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import train_default, with_marked_section
+from benchmarks.common import train_default
 from benchmarks.figures import Figure, figure_table
 from kerasline.config import ExperimentConfig, load_experiment
 from kerasline.training.init_from import REPORT_FILE
@@ -275,11 +275,6 @@ def results_section(results: dict, started: str, mode: str) -> str:
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
-
-
-def with_section(markdown: str, current: str, section: str | None = None) -> str:
-    """RESULTS.md with this item's section (common.with_marked_section)."""
-    return with_marked_section(markdown, current, (SECTION_BEGIN, SECTION_END), section)
 
 
 def main(argv: list[str] | None = None) -> int:
