@@ -6,7 +6,8 @@ one entry per figure (benchmarks/figures.py), with each section's details.
 1. Input-pipeline overhead: step time fed by the task's `build_inputs` (augmentation on) ÷ the same batches from memory.
 2. Training throughput against plain Keras `model.fit`: the race's second lane (item 10).
 3. Inference latency at batch 1 and 64: Keras, the reloaded SavedModel and ONNX Runtime.
-4. Accuracy and wall time of the default experiment, trained as shipped.
+4. The first run: `kerasline train` of the default experiment, start to exported, against the keras-io convnet
+   script (8 epochs of plain `model.fit`), both whole fresh processes, interleaved (benchmarks/first_run.py).
 5. Tuning: a fixed search budget, then the default and the tuned config trained for the same epochs.
 6. Serving: REST and gRPC latency (p50, p99) and throughput with 1, 8 and 32 clients, beside in-process calls.
 7. Scaling: steps/s of 1 device against 2 replicas (MirroredStrategy, two logical CPUs), and of 1 worker against
@@ -52,7 +53,7 @@ import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 
-from benchmarks import generative, perf, serving, soak, tabular, transfer, zoo
+from benchmarks import first_run, generative, perf, serving, soak, tabular, transfer, zoo
 from benchmarks.common import overhead_figure, pipeline_overhead, steady, train_default, with_marked_section
 from benchmarks.figures import (
     LOAD_LIMIT,
@@ -90,6 +91,8 @@ SCALING_NOTE = (
 )
 # The sections' sizes: `full` fits the 45-minute run, `quick` the 8-minute check that everything runs (its figures
 # are not meaningful). The sections in benchmarks/zoo.py and benchmarks/perf.py keep their own (PLANS there).
+# Item 4: rounds of the first run against the keras-io convnet (each round about 2 minutes on 2 idle cores).
+FIRST_RUN_ROUNDS = {"full": 2, "quick": 1}
 # Item 5: the search budget (random search over the CNN family's default space), then the epochs that the default
 # and the tuned experiment both train.
 TUNING = {
@@ -185,14 +188,6 @@ def experiment(tmp: Path, quick: bool, *overrides: str) -> ExperimentConfig:
     """The default experiment, with its runs and exports kept in `tmp`."""
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
     return load_experiment(EXPERIMENT, [*redirect, *(QUICK_OVERRIDES if quick else []), *overrides])
-
-
-def accuracy_figures(trained: dict) -> list[Figure]:
-    accuracy = trained["test_metrics"]["accuracy"]
-    return [
-        Figure(f"accuracy {EXPERIMENT}: test accuracy", accuracy, "accuracy", target=">= 0.99"),
-        Figure(f"accuracy {EXPERIMENT}: training wall time ({trained['epochs_run']} epochs)", trained["wall_s"], "s"),
-    ]
 
 
 def tuning(tmp: Path, quick: bool) -> dict:
@@ -449,11 +444,13 @@ def whole_run(bench: Bench, tmp: Path) -> None:
     3, 6 and 9), the race and the long accuracy items after the quick in-process ones."""
     quick, size = bench.quick, bench.mode
     cfg = experiment(tmp, quick)
+    rounds, quick_overrides = FIRST_RUN_ROUNDS[size], QUICK_OVERRIDES if quick else []
     trained = bench.section(
-        "accuracy",
-        f"{cfg.name} trained as shipped ({cfg.training.epochs} epochs at most)",
-        lambda: train_default(cfg),
-        accuracy_figures,
+        "first_run",
+        f"`kerasline train {EXPERIMENT}` as shipped against the keras-io convnet, {rounds} round(s) (item 4)",
+        lambda: first_run.first_run(tmp, EXPERIMENT, quick_overrides, rounds, bench.gate),
+        first_run.figures,
+        gated_runs=True,
     )
     epochs = 2 if quick else 3
     short = experiment(tmp, quick, f"training.epochs={epochs}")

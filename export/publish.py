@@ -22,7 +22,7 @@ from kerasline.export.card import write_model_card
 from kerasline.export.onnx_rnn import for_onnx
 from kerasline.export.repository import write_models_config, write_warmup
 from kerasline.export.signature import write_onnx, write_saved_model
-from kerasline.export.verify import parity_report
+from kerasline.export.verify import SavedModelReloader, parity_report
 from kerasline.files import ensure_free_space, remove_stale_staging, staging_dir, written_or_disk_full
 from kerasline.training.tasks import task_for
 
@@ -45,10 +45,11 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
     staging = staging_dir(root)
 
     def write() -> Path:
-        write_saved_model(model, signatures, str(staging))
-        for signature in signatures.values():
-            write_onnx(signature.converted, str(staging / signature.onnx_file))
-        report = parity_report(signatures, staging, cfg.export.tolerance, task.output_difference)
+        with SavedModelReloader() as reloader:  # imports TensorFlow while the files below are written
+            write_saved_model(model, signatures, str(staging))
+            for signature in signatures.values():
+                write_onnx(signature.converted, str(staging / signature.onnx_file))
+            report = parity_report(signatures, staging, cfg.export.tolerance, task.output_difference, reloader)
         card = partial(write_model_card, cfg, run_dir, task=task, model=model, signatures=signatures)
         return publish_verified(cfg, run_dir, staging, report, signatures["serving_default"].inputs, card)
 

@@ -1,6 +1,8 @@
 """Run a SavedModel's signatures in this (fresh) process:
 
 python -m kerasline.export.reload DIR IN.npz OUT.npz
+python -m kerasline.export.reload    (the three paths on stdin, one a line: started before they exist, the process
+                                      imports TensorFlow while its parent writes the SavedModel)
 """
 
 import sys
@@ -32,4 +34,4 @@ def _savable(array: np.ndarray) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(*(sys.argv[1:] or [sys.stdin.readline().rstrip("\n") for _ in range(3)]))

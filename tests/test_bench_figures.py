@@ -212,3 +212,23 @@ def test_the_pipeline_figure_is_the_median_step_time_against_memory():
     assert figure.value == pytest.approx(11.5) and figure.unit == "ms/step"
     assert figure.ratio == pytest.approx(1.15) and figure.met is False
     assert figure.value_range == pytest.approx((10.0, 13.0))
+
+
+def test_the_first_run_figures_are_the_whole_call_against_the_convnet_and_the_worst_accuracy():
+    from benchmarks.first_run import figures
+
+    busy = Reading(1.4, 1.2, 5.0, False)
+    runs = {
+        "default": [
+            {"wall_s": 90.0, "accuracy": 0.992, "gate": IDLE},
+            {"wall_s": 110.0, "accuracy": 0.989, "gate": IDLE},
+        ],
+        "convnet": [{"wall_s": 30.0, "accuracy": 0.97, "gate": IDLE}, {"wall_s": 40.0, "accuracy": 0.97, "gate": busy}],
+    }
+    wall, accuracy = figures({"experiment": "mnist_cnn", "runs": runs})
+    assert wall.value == pytest.approx(100.0) and wall.baseline == pytest.approx(35.0)
+    assert wall.ratio == pytest.approx(100 / 35) and wall.met  # ≤ 3× the convnet
+    assert wall.value_range == (90.0, 110.0) and wall.baseline_range == (30.0, 40.0) and wall.runs == 2
+    assert not wall.valid and wall.load.load_average == 1.4  # one busy convnet run marks both figures
+    assert accuracy.value == pytest.approx(0.989) and accuracy.met is False  # the worst run decides
+    assert accuracy.value_range == (0.989, 0.992)
