@@ -66,5 +66,7 @@ def test_tensorboard_serves_the_run(tensorboard):
     images = get(tensorboard, "/data/plugin/images/tags")
     assert "augmented_training_images" in images[train]
     assert "confusion_matrix" in images[validation]
+    matrices = get(tensorboard, "/data/plugin/images/images", run=validation, tag="confusion_matrix", sample=0)
+    assert [m["step"] for m in matrices] == [1]  # drawn once, when the fit ended (its last epoch), not every epoch
     histograms = get(tensorboard, "/data/plugin/histograms/tags")
     assert any(tag.startswith("block0_conv0") for tag in histograms[train])

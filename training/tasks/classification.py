@@ -268,9 +268,10 @@ class ConfusionMatrix(keras.callbacks.Callback):
         else:  # a sigmoid head: the probability of class 1
             predicted = (probabilities[:, 0] > 0.5).astype(int)
         matrix = confusion_matrix(labels, predicted, self.num_classes)
-        with tf.summary.create_file_writer(self.log_dir).as_default() as writer:
+        writer = tf.summary.create_file_writer(self.log_dir)
+        with writer.as_default():
             tf.summary.image("confusion_matrix", render_confusion_matrix(matrix)[None], step=self.last_epoch)
-            writer.flush()
+        writer.close()
 
 
 def render_confusion_matrix(matrix: np.ndarray) -> np.ndarray:
