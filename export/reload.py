@@ -1,8 +1,9 @@
 """Run a SavedModel's signatures in this (fresh) process:
 
-python -m kerasline.export.reload DIR IN.npz OUT.npz
-python -m kerasline.export.reload    (the three paths on stdin, one a line: started before they exist, the process
-                                      imports TensorFlow while its parent writes the SavedModel)
+python -m kerasline.export.reload    then, on stdin, one a line: DIR, IN.npz, OUT.npz
+
+The paths come on stdin so the process can start before they exist: it imports TensorFlow while its parent writes
+the SavedModel (export/verify.py, SavedModelReloader).
 """
 
 import sys
@@ -34,4 +35,4 @@ def _savable(array: np.ndarray) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main(*(sys.argv[1:] or [sys.stdin.readline().rstrip("\n") for _ in range(3)]))
+    main(*(sys.stdin.readline().rstrip("\n") for _ in range(3)))

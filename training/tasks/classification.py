@@ -253,7 +253,10 @@ class ConfusionMatrix(keras.callbacks.Callback):
     def __init__(self, log_dir: Path, validation: tf.data.Dataset, num_classes: int):
         super().__init__()
         self.log_dir, self.validation, self.num_classes = str(log_dir), validation, num_classes
-        self.last_epoch: int | None = None
+        self.last_epoch: int | None = None  # the epoch this fit ended at
+
+    def on_train_begin(self, logs=None):
+        self.last_epoch = None  # this fit's own: a run's phases and resumed epochs reuse the callback
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_epoch = epoch
