@@ -99,7 +99,10 @@ def cmd_train(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
         print(f"replicas:    {result.replicas}")
         print(f"logs:        {result.run_dir / 'logs'}  (make tensorboard)")
         print(f"test:        {_metrics_line(result.metrics)}  ({result.run_dir / 'metrics.json'})")
-        _report_export(export_run(cfg, result.run_dir))
+        if args.no_export:
+            print("export:      skipped (--no-export); `kerasline export` exports the latest finished run")
+        else:
+            _report_export(export_run(cfg, result.run_dir))
     finally:
         result.leave()  # the other workers stay until the chief has exported: leaving early looks like a crash
 
@@ -308,6 +311,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--input", type=Path, help=".npy of images (default: the test split)")
         if name == "train":
             sub.add_argument("--dry-run", action="store_true", help="check config, data and model; train nothing")
+            sub.add_argument("--no-export", action="store_true", help="train and test only (export later: `export`)")
             sub.add_argument(
                 "--strategy", help="short for training.strategy=...; multi_worker reads the cluster from TF_CONFIG"
             )

@@ -91,9 +91,10 @@ def test_search_under_two_replicas_writes_a_tuned_experiment_that_trains(tiny_ex
     assert tuned.data == cfg.data.model_copy(update={"augment": tuned.data.augment})  # the rest is the original
 
     if algorithm == "random":
-        trained = cli("train", str(tuned_path), "training.strategy=one_device")
+        trained = cli("train", str(tuned_path), "training.strategy=one_device", "--no-export")
         assert trained.returncode == 0, trained.stderr[-3000:]
         assert "run:         " in trained.stdout
+        assert "export:      skipped (--no-export)" in trained.stdout and not (path.parent / "exports").exists()
     else:
         dry = cli("train", str(tuned_path), "--dry-run")
         assert dry.returncode == 0, dry.stderr[-3000:]

@@ -1,4 +1,7 @@
-"""SIGKILL at any point, rerun the same command: a deterministic run ends exactly as if never interrupted."""
+"""SIGKILL at any point, rerun the same command: a deterministic run ends exactly as if never interrupted.
+
+The runs here train and test only (`--no-export`): what they compare is written before the export, and
+test_real_exhaustion.py resumes a killed run through to its export."""
 
 import json
 import re
@@ -26,7 +29,7 @@ def uninterrupted(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("reference") / "rel.toml"
     path.write_text(RELIABLE.format(deterministic="true", epochs=3))
-    proc = run(path)
+    proc = run(path, "--no-export")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return finished(path)
 
@@ -48,7 +51,7 @@ def test_killed_deterministic_run_finishes_exactly_like_an_uninterrupted_one(
     run_dir = path.parent / "runs" / "rel" / "run-001"
     assert not (run_dir / "metrics.json").exists()
 
-    resumed = run(path)
+    resumed = run(path, "--no-export")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"run:         runs/rel/run-001 (resumed at epoch {resumed_epoch + 1})" in resumed.stdout
     first_epoch = next(line for line in resumed.stdout.splitlines() if line.startswith("Epoch "))
@@ -82,7 +85,7 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(experiment, uninterru
     (checkpoint,) = [p.name for p in backup.iterdir()]
     assert re.fullmatch(r"epoch-000[12]-step-\d{4}", checkpoint)  # mid-epoch (2 or 3), after the current batch
 
-    resumed = run(path)
+    resumed = run(path, "--no-export")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = finished(path)
     assert_same_weights(after["best"], uninterrupted["best"])
@@ -117,7 +120,7 @@ def test_killed_run_without_determinism_resumes_its_optimizer_and_schedule(exper
     schedule = learning_rate(cfg.training, steps)
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(float(schedule(2 * steps)))
 
-    resumed = run(path)
+    resumed = run(path, "--no-export")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert next(line for line in resumed.stdout.splitlines() if line.startswith("Epoch ")) == "Epoch 3/4"
     history = (path.parent / "runs" / "rel" / "run-001" / "history.csv").read_text().splitlines()
