@@ -36,13 +36,14 @@ from kerasline.training.tasks import build_inputs, task_for
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 LANES = {"ours": "ours", "keras": "plain Keras model.fit", "torch": "PyTorch"}  # the race's lanes, in order
-# Each race model: (epochs a run, overrides). In the 45-minute bench the text models run on 500 reviews (450 to
-# train): PyTorch's LSTM trains about 50 reviews a second on 2 cores, and 3 rounds × 3 lanes of whole runs must fit.
-# On so few reviews compiling (XLA, for imdb_lstm) weighs on the whole run; `--perf` races them on 2,000.
+# Each race model: (epochs a run, overrides). In the 45-minute bench the text models run on 300 reviews (270 to
+# train): PyTorch's LSTM trains about 32 reviews a second on 2 idle cores, and 3 rounds × 3 lanes of whole runs must
+# fit (on 500 reviews and 4 convnet epochs the race alone took 23 minutes on 2026-11-27). On so few reviews compiling
+# (XLA, for imdb_lstm) weighs on the whole run; `--perf` races them on 2,000.
 RACE = {
-    "mnist_convnet": (4, []),
-    "imdb_lstm": (3, ["data.limit=500"]),
-    "imdb_transformer": (3, ["data.limit=500"]),
+    "mnist_convnet": (3, []),
+    "imdb_lstm": (3, ["data.limit=300"]),
+    "imdb_transformer": (3, ["data.limit=300"]),
 }
 RACE_LONG = {
     "mnist_convnet": (6, []),

@@ -165,7 +165,7 @@ def test_a_run_leaves_its_console_and_learning_curves(trained):
     assert len(epoch_lines) == 1
     log = (finished / "run.log").read_text()
     assert log.startswith("--- ") and EPOCH_LINE.findall(log) == epoch_lines
-    for run in (finished, interrupted):  # interrupted: drawn at its first epoch's end
+    for run in (finished, interrupted):  # interrupted: drawn as the exception left training
         assert (run / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
     assert "training diverged in epoch 1" in (trained["runs"] / "run-002" / "run.log").read_text().splitlines()[-1]
 

@@ -115,8 +115,11 @@ def _train_run(
         if not resume.finished:
             # Workers would stop at different steps: a multi-worker job resumes from its last epoch instead.
             alone = not multi_worker(strategy)
-            with _sigterm_requests_checkpoint(checkpoint) if alone else contextlib.nullcontext():
-                _fit(model, data, resume, callbacks, phase)
+            try:
+                with _sigterm_requests_checkpoint(checkpoint) if alone else contextlib.nullcontext():
+                    _fit(model, data, resume, callbacks, phase)
+            finally:
+                checkpoint.draw_learning_curves()
         barrier(strategy)  # the chief's last best.weights.h5 is written before any worker reads it
     if checkpoint.diverged:
         last_good = newest_checkpoint(run_dir / "backup")
