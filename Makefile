@@ -24,9 +24,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
-	# jax, for tests/test_backends.py only, in a folder of its own: TensorFlow 2.21 imports jax at startup whenever
-	# it can (tensorflow/lite/python/util.py), 1.2 s of each TensorFlow process's 6.7 s here.
-	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/jax -c constraints.txt jax jaxlib
+	# jax (and scipy, which only jax needs), for tests/test_backends.py only, in a folder of its own: TensorFlow 2.21
+	# imports jax at startup whenever it can (tensorflow/lite/python/util.py), 1.2 s of each TensorFlow process's 6.7 s.
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/jax -c constraints.txt jax jaxlib scipy
 	touch $@
 
 train: setup  ## train EXP (resumes an unfinished run), test it, export it
