@@ -21,7 +21,7 @@ from kerasline.cli import main
 from kerasline.config import load_experiment
 from kerasline.errors import DataError, Diverged, Preempted
 from kerasline.export.repository import write_blessing
-from kerasline.training.checkpoint import RunCheckpoint
+from kerasline.training.checkpoint import ResumePoint, RunCheckpoint
 from kerasline.training.fit import train
 from kerasline.training.runlog import console_log
 from kerasline.training.runs import read_record, recorded
@@ -168,6 +168,15 @@ def test_a_run_leaves_its_console_and_learning_curves(trained):
     for run in (finished, interrupted):  # interrupted: drawn as the exception left training
         assert (run / "learning_curves.png").read_bytes().startswith(b"\x89PNG")
     assert "training diverged in epoch 1" in (trained["runs"] / "run-002" / "run.log").read_text().splitlines()[-1]
+
+
+def test_curves_that_cannot_be_written_warn_and_leave_the_run_alone(tmp_path, capsys):
+    history = [{"epoch": 0, "loss": 0.5, "val_loss": 0.6}]
+    checkpoint = RunCheckpoint(tmp_path / "gone", "val_loss", ResumePoint(history=history), [], total_epochs=1)
+    checkpoint.draw_learning_curves()  # its run directory does not exist: the write fails with an OSError
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith(f"warning: {tmp_path / 'gone' / 'learning_curves.png'} not drawn: ")
+    assert not (tmp_path / "gone").exists()
 
 
 def test_silent_prints_no_epoch_lines(trained):
