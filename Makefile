@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# jax (and scipy, which only jax needs), for tests/test_backends.py only, in a folder of its own: TensorFlow 2.21
 	# imports jax at startup whenever it can (tensorflow/lite/python/util.py), 1.2 s of each TensorFlow process's 6.7 s.
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target $(VENV)/jax -c constraints.txt jax jaxlib scipy
+	$(BIN)/python -m pip uninstall -q -y jax jaxlib 2>/dev/null  # a venv from before the move: jax leaves it
 	touch $@
 
 train: setup  ## train EXP (resumes an unfinished run), test it, export it
