@@ -264,8 +264,7 @@ class ConfusionMatrix(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.last_epoch is None:  # a fit that ran no epoch (resumed at its end, or stopped in its first)
             return
-        labels = np.concatenate([y.numpy() for _, y in self.validation])
-        probabilities = self.model.predict(self.validation, verbose=0)
+        labels, probabilities = predictions(self.model, self.validation)  # traced, not XLA: no compile to wait for
         if probabilities.shape[-1] > 1:
             predicted = probabilities.argmax(-1)
         else:  # a sigmoid head: the probability of class 1
