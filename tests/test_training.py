@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from kerasline.config import TrainingConfig
-from kerasline.training.callbacks import image_grid
+from kerasline.training.callbacks import EpochSummaries, image_grid
 from kerasline.training.checkpoint import ResumePoint
 from kerasline.training.optim import learning_rate, make_optimizer
 from kerasline.training.strategy import make_strategy
@@ -120,3 +120,27 @@ def test_only_an_unfinished_run_with_the_same_config_is_resumed(tiny_cfg):
     (run.parent / "run-999" / "metrics.json").write_text("{}")
     (run.parent / "run-003" / "metrics.json").write_text("{}")
     assert open_run(tiny_cfg) == run.parent / "run-1000"
+
+
+@pytest.mark.parametrize(
+    "epochs, written",
+    [
+        (range(10), [0, 1, 3, 7, 9]),  # after epochs 1, 2, 4, 8 and the fit's last, 10
+        (range(8), [0, 1, 3, 7]),  # the last is a power of two: written once
+        (range(5, 7), [6]),  # a resumed fit: its last
+    ],
+)
+def test_sparse_summaries_are_written_after_epochs_1_2_4_8_and_a_fits_last(tmp_path, epochs, written):
+    class Steps(EpochSummaries):
+        sparse = True
+
+        def summarise(self, epoch: int) -> None:
+            tf.summary.scalar("epoch", epoch, step=epoch)
+
+    steps = Steps(tmp_path)
+    steps.on_train_begin()
+    for epoch in epochs:
+        steps.on_epoch_end(epoch)
+    steps.on_train_end()
+    events = [e for path in tmp_path.glob("events*") for e in tf.compat.v1.train.summary_iterator(str(path))]
+    assert [e.step for e in events if e.summary.value] == written

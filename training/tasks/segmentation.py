@@ -15,6 +15,7 @@ from kerasline.models.inference import InferenceModel
 from kerasline.pipelines import Datasets
 from kerasline.pipelines.segmentation import make_joint_augment, segmentation_splits
 from kerasline.pipelines.sources import Shard, Splits
+from kerasline.training.callbacks import EpochSummaries
 from kerasline.training.report import batches, distribution
 from kerasline.training.tasks.base import PairAugment, Signature, Task, raw_input_function
 
@@ -237,28 +238,27 @@ def segmentation_metrics(num_classes: int) -> list[keras.metrics.Metric]:
     ]
 
 
-class MaskOverlays(keras.callbacks.Callback):
-    """After every epoch, for a few validation images: the image, the true mask over it and the predicted
-    mask over it, side by side (one colour per class)."""
+class MaskOverlays(EpochSummaries):
+    """For a few validation images: the image, the true mask over it and the predicted mask over it, side by side
+    (one colour per class), after epochs 1, 2, 4, 8, … and a fit's last (`sparse`)."""
+
+    sparse = True
 
     def __init__(self, log_dir: Path, validation: tf.data.Dataset, num_classes: int, count: int = 3):
-        super().__init__()
-        self.log_dir, self.validation, self.num_classes, self.count = str(log_dir), validation, num_classes, count
+        super().__init__(log_dir)
+        self.validation, self.num_classes, self.count = validation, num_classes, count
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         images, masks = next(iter(self.validation))
         self.images, self.masks = images[: self.count], masks[: self.count].numpy()
-        self.writer = tf.summary.create_file_writer(self.log_dir)
+        self.predict = tf.function(lambda x: self.model(x, training=False))  # traced: a quarter faster than eager
 
-    def on_train_end(self, logs=None):
-        self.writer.close()
-
-    def on_epoch_end(self, epoch, logs=None):
-        predicted = np.asarray(self.model(self.images, training=False)).argmax(-1)
-        with self.writer.as_default():
-            for i, (image, mask, guess) in enumerate(zip(self.images.numpy(), self.masks, predicted, strict=True)):
-                panel = np.concatenate([overlay(image, None), overlay(image, mask), overlay(image, guess)], axis=1)
-                tf.summary.image(f"segmentation/example{i}", panel[None], step=epoch)
+    def summarise(self, epoch: int) -> None:
+        predicted = np.asarray(self.predict(self.images)).argmax(-1)
+        for i, (image, mask, guess) in enumerate(zip(self.images.numpy(), self.masks, predicted, strict=True)):
+            panel = np.concatenate([overlay(image, None), overlay(image, mask), overlay(image, guess)], axis=1)
+            tf.summary.image(f"segmentation/example{i}", panel[None], step=epoch)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
