@@ -3,8 +3,8 @@
 - `Figure`: one measured number with its unit, the baseline it is compared with (their ratio), its target and
   whether it is met, the load the machine was under when it was measured, and the CPU it ran on.
 - `LoadGate`: before a lane (a section, or one run of a race) starts, wait a bounded time for the 1-minute load
-  average to fall to 1.0; then refuse to time (`LoadTooHigh`), or, with `--allow-load`, time anyway and mark the
-  figure invalid.
+  average to fall to 1.0, or for what others use of the CPUs (`busy_cores`) to be small; then refuse to time
+  (`LoadTooHigh`), or, with `--allow-load`, time anyway and mark the figure invalid.
 - `interleaved`: the order of a race's runs, A B C C B A A B C ..., so drifting load falls on every lane alike;
   `spread` gives the median and the min–max range of a lane's runs.
 - `cpu_description`: the CPU model and its vector extensions, from /proc/cpuinfo.
@@ -14,7 +14,6 @@ Nothing here imports TensorFlow: the tests check this arithmetic without trainin
 """
 
 import json
-import math
 import operator
 import os
 import statistics
@@ -28,9 +27,8 @@ from kerasline.files import write_text_atomic
 
 LOAD_LIMIT = 1.0  # the 1-minute load average above which timings on 2 cores are not worth reading
 LOAD_WAIT_S = 120.0  # how long a gate waits for the load to fall before it refuses
-SETTLE_S = 10.0  # how long a gate watches the load decay before it tells the bench's own load from others'
-TICK_S = 5.0  # the kernel updates the load average every 5 s (LOAD_FREQ, 5 s and one jiffy)
-DECAY_S = 60.0  # ... by exp(-5/60) towards the number of runnable tasks: the 1-minute average
+BUSY_LIMIT = 0.25  # the CPU cores others may keep busy while a lane is timed (an idle machine here: under 0.05)
+SAMPLE_S = 2.0  # how long the gate watches the CPUs' time (/proc/stat) to see what others use
 TARGET_OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 VECTOR_FLAGS = {  # /proc/cpuinfo flag → how the results name it
     "avx2": "AVX2",
@@ -48,9 +46,9 @@ class Reading:
     """What the load gate saw before a lane started."""
 
     load_average: float  # the 1-minute load average when the lane started
-    others: float  # the load others put on the machine (`others_load`), the gate's decision
+    others: float  # the CPU cores others kept busy (`busy_cores`), or the load average where that sufficed
     waited_s: float
-    valid: bool  # others' load was at most LOAD_LIMIT
+    valid: bool  # the load average was at most LOAD_LIMIT, or others' cores at most BUSY_LIMIT
 
     @staticmethod
     def worst(readings: Iterable["Reading"]) -> "Reading":
@@ -151,69 +149,73 @@ def interleaved(lanes: Sequence[T], rounds: int) -> list[T]:
     return [lane for r in range(rounds) for lane in (lanes if r % 2 == 0 else lanes[::-1])]
 
 
-def others_load(first: float, now: float, elapsed_s: float) -> float:
-    """The load others put on the machine while the bench waited `elapsed_s`, from the 1-minute load average at the
-    start (`first`) and now.
+def busy_cores(sample_s: float, stat: Callable[[], str], sleep: Callable[[float], None] = time.sleep) -> float:
+    """The CPU cores kept busy over the next `sample_s`, from two readings of /proc/stat's text (`stat`): the busy
+    share of the CPUs' time (user, nice, system, irq, softirq, steal against those plus idle and iowait) times the
+    number of CPUs. Read while the bench runs nothing, it is what others use."""
 
-    The kernel moves the average every TICK_S towards the number of runnable tasks n: L ← L·d + n·(1 − d), with
-    d = exp(−TICK_S / DECAY_S). While the bench waits it runs nothing, so after k ticks now = first·d^k + m·(1 − d^k),
-    m a weighted mean of others' n. Solved for m with the most ticks `elapsed_s` can hold (one more than whole
-    periods), the result lies between m and `first`: above m when the average is falling from the bench's own
-    work, so the gate never takes a busy machine for an idle one."""
-    decay = math.exp(-TICK_S * (elapsed_s // TICK_S + 1) / DECAY_S)
-    return max(0.0, (now - first * decay) / (1 - decay))
+    def times() -> tuple[int, int, int]:
+        lines = stat().splitlines()
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in lines[0].split()[1:9])
+        cpus = sum(1 for line in lines[1:] if line.startswith("cpu"))
+        return user + nice + system + irq + softirq + steal, idle + iowait, cpus
+
+    busy_0, idle_0, _ = times()
+    sleep(sample_s)
+    busy_1, idle_1, cpus = times()
+    total = (busy_1 - busy_0) + (idle_1 - idle_0)
+    return cpus * (busy_1 - busy_0) / total if total else 0.0
 
 
 class LoadTooHigh(Exception):
-    """The gate refused to start a lane: others' load stayed above the limit for the whole wait."""
+    """The gate refused to start a lane: others kept the CPUs busy for the whole wait."""
 
     def __init__(self, lane: str, reading: Reading, limit: float) -> None:
         super().__init__(
-            f"{lane}: the 1-minute load average was {reading.load_average:.2f} (others' load about "
-            f"{reading.others:.2f}) after waiting {reading.waited_s:.0f} s, above {limit:.1f}: not timing on a "
-            "busy machine. Rerun when it is idle, or pass --allow-load to time anyway (figures marked invalid)."
+            f"{lane}: the 1-minute load average was {reading.load_average:.2f} and others kept "
+            f"{reading.others:.2f} CPU cores busy after waiting {reading.waited_s:.0f} s, above {limit:.2f}: not "
+            "timing on a busy machine. Rerun when it is idle, or pass --allow-load to time anyway (figures marked "
+            "invalid)."
         )
         self.reading = reading
 
 
 class LoadGate:
-    """Called before each lane: waits up to `wait_s` for the load to allow timing, then returns its `Reading`, or
+    """Called before each lane: waits up to `wait_s` for the machine to allow timing, then returns its `Reading`, or
     raises `LoadTooHigh` (with `allow`, returns the reading marked invalid instead).
 
-    The 1-minute load average still holds the bench's own previous lane for a minute or more after it ends (about
-    40 s to fall from 2 to 1 on an idle 2-core machine), so the gate lets a lane start once the average is at most
-    `limit`, or once it has watched the average decay for `settle_s` and others' share of it (`others_load`) is at
-    most `limit`. `read`, `clock` and `sleep` are injectable for tests."""
+    A lane starts at once where the 1-minute load average is at most `limit`. The average still holds the bench's
+    own previous lane for a minute or more after it ends (about 40 s to fall from 2 to 1 on an idle 2-core
+    machine), so otherwise the gate measures what others use: the CPU cores kept busy over `sample_s` while the
+    bench runs nothing (`busy_cores`), and the lane starts once that is at most `busy_limit`. `read`, `busy` (given
+    `sample_s`, it blocks that long) and `clock` are injectable for tests."""
 
     def __init__(
         self,
         wait_s: float,
         allow: bool = False,
         limit: float = LOAD_LIMIT,
-        settle_s: float = SETTLE_S,
-        poll_s: float = 1.0,
+        busy_limit: float = BUSY_LIMIT,
+        sample_s: float = SAMPLE_S,
         read: Callable[[], float] = lambda: os.getloadavg()[0],
+        busy: Callable[[float], float] = lambda s: busy_cores(s, Path("/proc/stat").read_text),
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.wait_s, self.allow, self.limit, self.settle_s, self.poll_s = wait_s, allow, limit, settle_s, poll_s
-        self.read, self.clock, self.sleep = read, clock, sleep
+        self.wait_s, self.allow, self.limit, self.busy_limit = wait_s, allow, limit, busy_limit
+        self.sample_s, self.read, self.busy, self.clock = sample_s, read, busy, clock
 
     def __call__(self, lane: str) -> Reading:
-        start, first = self.clock(), self.read()
-        load = first
-        while True:
-            waited = self.clock() - start
-            others = load if waited < self.settle_s else others_load(first, load, waited)
-            if load <= self.limit or others <= self.limit:
-                return Reading(load, min(load, others), waited, True)
-            if waited >= self.wait_s:
-                reading = Reading(load, others, waited, False)
-                if self.allow:
-                    return reading
-                raise LoadTooHigh(lane, reading, self.limit)
-            self.sleep(self.poll_s)
+        start, load = self.clock(), self.read()
+        others = load  # until measured
+        while load > self.limit and self.clock() - start < self.wait_s:
+            others = self.busy(self.sample_s)
+            if others <= self.busy_limit:
+                return Reading(load, others, self.clock() - start, True)
             load = self.read()
+        reading = Reading(load, min(load, others), self.clock() - start, load <= self.limit)
+        if reading.valid or self.allow:
+            return reading
+        raise LoadTooHigh(lane, reading, self.busy_limit)
 
 
 def cpu_description(cpuinfo: str, logical_cpus: int | None) -> dict:
