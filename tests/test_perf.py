@@ -1,6 +1,7 @@
 """The performance suite's cheap guarantees: the keras-io convnet config, the speed knobs, the PyTorch twins."""
 
 import keras
+import numpy as np
 import pytest
 
 from kerasline.config import load_experiment
@@ -56,6 +57,20 @@ def test_speed_knobs_reach_the_compiled_model(tiny_cfg):
         model = compile_model(cfg, steps_per_epoch=10)
     assert model.jit_compile is False
     assert model.steps_per_execution == 4
+
+
+def test_fit_traces_the_train_step_once(tiny_cfg):
+    """The optimizer is built at compile: a first step that created its variables would be traced twice."""
+    with setup(tiny_cfg).scope():
+        model = compile_model(tiny_cfg, steps_per_epoch=2)
+    assert model.optimizer.built
+    traces = []
+    step = model.train_step
+    model.train_step = lambda data: traces.append(1) or step(data)
+    x = np.zeros((8, *tiny_cfg.data.image_shape), np.float32)
+    model.fit(x, np.zeros(8, np.int32), batch_size=4, epochs=2, verbose=0)
+    assert len(traces) == 1
+    keras.backend.clear_session()
 
 
 def test_training_with_steps_per_execution(tiny_experiment):

@@ -91,6 +91,10 @@ class Task:
             jit_compile=training.jit_compile,
             steps_per_execution=training.steps_per_execution,
         )
+        # Keras 3.15 builds the optimizer inside the first traced train step when fit runs outside a tf.distribute
+        # scope (TensorFlowTrainer._maybe_symbolic_build), and a tf.function that creates variables is traced
+        # twice: about 4 s of the transformer's first epoch. Building it here gives fit one trace.
+        model.optimizer.build(model.trainable_variables)
         return model
 
     # Training
