@@ -204,4 +204,8 @@ def _options(cfg: ExperimentConfig) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = cfg.deterministic
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # tf.data's autotuning model thread (TF 2.21) can hold an iterator's deletion while it finishes a pass: the end
+    # of 2 in 6 short transformer runs waited 8-9 s (2026-11-28). Without it, AUTOTUNE map parallelism is the core
+    # count and AUTOTUNE prefetch buffers still grow on demand (prefetch's own, legacy, autotuner).
+    options.autotune.enabled = False
     return options
