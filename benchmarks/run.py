@@ -76,6 +76,7 @@ from kerasline.timing import median_ms
 from kerasline.training.fit import train
 from kerasline.training.runs import versions
 from kerasline.training.tasks import task_for
+from kerasline.training.tasks.segmentation import image_confusion, overlap
 from kerasline.tuning import tune
 
 RECIPES_MARKERS = ("<!-- recipes: begin -->", "<!-- recipes: end -->")
@@ -110,6 +111,7 @@ GENERATIVE = {
 }
 # Item 13: isbi_unet for 8 of its 60 epochs (as shipped it takes about 11 minutes); --quick a tiny U-Net.
 SEGMENTATION_EXPERIMENT = "isbi_unet"
+CALIBRATION_SLICES = 8  # training slices whose activation ranges calibrate the U-Net's static int8 variant
 SEGMENTATION = {
     "full": ["training.epochs=8"],
     "quick": ["data.limit=8", "data.crop=64", "model.depth=2", "model.filters=4", "training.epochs=2"],
@@ -402,11 +404,18 @@ def segmentation(tmp: Path, quick: bool) -> dict:
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     image = next(splits.test.batch(1).as_numpy_iterator())[0]
+    calibration = [{"image": x[None]} for x, _ in splits.train.take(CALIBRATION_SLICES).as_numpy_iterator()]
+    int8 = ort.InferenceSession(
+        str(perf.static_int8(version / "model.onnx", tmp / "unet-int8.onnx", calibration)),
+        providers=["CPUExecutionProvider"],
+    )
     calls = 5 if quick else 20
     ms = {
         "saved_model": median_ms(lambda: serve(image=tf.constant(image))["probabilities"].numpy(), calls, warmup=2),
         "onnxruntime": median_ms(lambda: session.run(["probabilities"], {"image": image})[0], calls, warmup=2),
+        "onnxruntime_int8": median_ms(lambda: int8.run(["probabilities"], {"image": image})[0], calls, warmup=2),
     }
+    test = list(splits.test.as_numpy_iterator())
     verification = json.loads((version / "verification.json").read_text())
     return {
         "experiment": SEGMENTATION_EXPERIMENT,
@@ -421,7 +430,18 @@ def segmentation(tmp: Path, quick: bool) -> dict:
         "parity_samples": verification["samples"],
         "batch1_median_ms": ms,
         "ort_vs_saved_model_batch1": ms["onnxruntime"] / ms["saved_model"],
+        "onnx_mean_iou": {
+            "float32": mean_iou(session, test, cfg.data.num_classes),
+            "int8": mean_iou(int8, test, cfg.data.num_classes),
+        },
     }
+
+
+def mean_iou(session: ort.InferenceSession, test: list[tuple[np.ndarray, np.ndarray]], num_classes: int) -> float:
+    """Mean IoU over the (image, mask) pairs of `test`, from `session`'s per-pixel probabilities."""
+    predicted = np.stack([session.run(["probabilities"], {"image": x[None]})[0][0].argmax(-1) for x, _ in test])
+    iou, _ = overlap(image_confusion(np.stack([m for _, m in test]), predicted, num_classes).sum(0))
+    return float(np.nanmean(iou))
 
 
 def segmentation_figures(seg: dict) -> list[Figure]:
@@ -432,6 +452,18 @@ def segmentation_figures(seg: dict) -> list[Figure]:
         Figure(f"{name}: training crops/s, whole epochs", seg["crops_per_s"], "crops/s"),
         Figure(f"{name}: export parity, max abs diff", seg["parity_max_abs_diff"], "abs", target="<= 1e-05"),
         perf.ort_figure(name, seg["batch1_median_ms"], 1),
+        Figure(
+            f"{name}: batch-1 latency, ONNX static int8 (QDQ) vs float32",
+            seg["batch1_median_ms"]["onnxruntime_int8"],
+            "ms",
+            baseline=seg["batch1_median_ms"]["onnxruntime"],
+        ),
+        Figure(
+            f"{name}: test mean IoU, ONNX static int8 (QDQ) vs float32",
+            seg["onnx_mean_iou"]["int8"],
+            "IoU",
+            baseline=seg["onnx_mean_iou"]["float32"],
+        ),
     ]
 
 
