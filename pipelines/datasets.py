@@ -1,4 +1,4 @@
-"""The batched datasets training consumes: cache → shuffle(seeded) → batch → augment → prefetch.
+"""The batched datasets training consumes: cache → repeat → shuffle(seeded) → batch → augment → prefetch.
 
 The training stream is a pure function of (seed, epoch, step): epoch e is shuffled with its own
 seed and batch g is augmented with seed (seed, g). A run resumed at any epoch and step therefore
@@ -54,7 +54,7 @@ class Datasets:
         batch_size = shard.get_per_replica_batch_size(cfg.data.batch_size) if shard else cfg.data.batch_size
 
         def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-            examples = self.train_examples.shuffle(
+            examples = self.train_examples.repeat(cfg.data.repeat).shuffle(
                 cfg.data.shuffle_buffer, seed=cfg.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
             )
             if shard is None:
@@ -103,7 +103,7 @@ def build_datasets(
         train_examples=train_examples,
         validation=_eval_batches(splits.validation, cfg),
         test=_eval_batches(splits.test, cfg),
-        steps_per_epoch=-(-count // cfg.data.batch_size),
+        steps_per_epoch=-(-count * cfg.data.repeat // cfg.data.batch_size),
         skipped=splits.skipped,
         run_files=run_files,
         shard=shard,

@@ -126,6 +126,22 @@ def test_crops_for_training_whole_slices_for_validation_and_a_seeded_stream():
     assert val_images.shape == (1, 512, 512, 1) and val_masks.shape == (1, 512, 512)
 
 
+def test_repeat_gives_each_slice_several_crops_an_epoch():
+    overrides = ["data.limit=10", "data.crop=64", "data.batch_size=3", "deterministic=true"]
+    once = build_inputs(load_experiment("isbi_unet", overrides))
+    data = build_inputs(load_experiment("isbi_unet", [*overrides, "data.repeat=3"]))
+    assert (once.steps_per_epoch, data.steps_per_epoch) == (3, 7)  # 7 training slices: 21 crops in batches of 3
+    epoch = [(x.numpy(), y.numpy()) for x, y in data.train(0, 1)]
+    assert [len(x) for x, _ in epoch] == [3] * 7
+    crops = np.concatenate([x for x, _ in epoch])
+    assert len({c.tobytes() for c in crops}) == 21  # every crop its own window and augmentation
+    # The stream is still a pure function of (seed, epoch, step): epoch 1's fifth batch, reached two ways.
+    direct = list(data.train(1, 2))[4]
+    skipped = next(iter(data.train(0, 2, skip_steps=data.steps_per_epoch + 4)))
+    for a, b in zip(direct, skipped, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
 def _blocky_masks(seed: int) -> np.ndarray:
     """Masks of 8×8-pixel blocks of class 0 or 1: no symmetry a flip or rotation could hide."""
     cells = np.random.default_rng(seed).integers(0, 2, (4, 8, 8))

@@ -143,6 +143,13 @@ class DataConfig(Section):
         "file = each worker reads only its share of the training files (tfds and folder sources)",
     )
     crop: Side | None = Field(None, description="segmentation: train on random square crops of this side")
+    repeat: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="an epoch sees each training example this many times, augmented (cropped) anew each time: "
+        "more steps an epoch from a few large images",
+    )
     shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)
     on_error: Literal["raise", "skip"] = Field("raise", description="skip: drop bad records and report them")
     augment: AugmentConfig = AugmentConfig()
