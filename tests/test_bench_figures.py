@@ -4,6 +4,7 @@ decisions (on a simulated machine, no real waiting), results.json and the CPU's 
 import json
 import math
 
+import numpy as np
 import pytest
 
 from benchmarks.figures import (
@@ -243,3 +244,20 @@ def test_the_first_run_figures_are_the_whole_call_against_the_convnet_and_the_wo
     assert not wall.valid and wall.load.load_average == 1.4  # one busy convnet run marks both figures
     assert accuracy.value == pytest.approx(0.989) and accuracy.met is False  # the worst run decides
     assert accuracy.value_range == (0.989, 0.992)
+
+
+def test_the_int8_unet_figure_is_mean_iou_over_all_test_pixels():
+    from benchmarks.run import mean_iou
+
+    class Session:  # ONNX Runtime's run(): probabilities [1, H, W, K] of a class-0 image except its first row
+        def run(self, outputs, feeds):
+            assert outputs == ["probabilities"] and feeds["image"].shape == (1, 2, 2, 1)
+            probabilities = np.zeros((1, 2, 2, 2), np.float32)
+            probabilities[0, :, :, 0] = 1.0
+            probabilities[0, 0, :] = (0.2, 0.8)
+            return [probabilities]
+
+    image = np.zeros((2, 2, 1), np.uint8)
+    test = [(image, np.array([[1, 1], [0, 0]])), (image, np.array([[1, 0], [0, 0]]))]
+    # Predicted [[1, 1], [0, 0]] for both. Class 1: TP 3, FP 1 → 3/4; class 0: TP 4, FN 1 → 4/5.
+    assert mean_iou(Session(), test, num_classes=2) == pytest.approx((3 / 4 + 4 / 5) / 2)
