@@ -23,7 +23,10 @@ def write_onnx(serve: tf.types.experimental.GenericFunction, path: str, opset: i
     import onnx
     import tf2onnx
 
-    tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset, output_path=path)
+    from kerasline.export.onnx_softmax import clamp_softmax_inputs
+
+    converted, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset)
+    onnx.save(clamp_softmax_inputs(converted), path)
     # tf2onnx can write an invalid graph and only log it: the full check makes that an error.
     try:
         onnx.checker.check_model(onnx.load(path), full_check=True)
