@@ -20,8 +20,7 @@ SPAN = 80.0  # e^-80 ≈ 1.8e-35: a normal float32 (the smallest is 1.2e-38), wh
 def clamp_softmax_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with each top-level Softmax's input x replaced by max(x, rowmax(x) − SPAN) (opset 13–17 nodes)."""
     graph = model.graph
-    softmaxes = [node for node in graph.node if node.op_type == "Softmax"]
-    if not softmaxes:
+    if not any(node.op_type == "Softmax" for node in graph.node):
         return model
     span = "softmax_clamp/span"
     graph.initializer.append(numpy_helper.from_array(np.array(SPAN, np.float32), span))
