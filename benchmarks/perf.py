@@ -13,6 +13,7 @@
 """
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import tensorflow as tf
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -294,6 +296,36 @@ def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[in
         "onnx_bytes": (version / "model.onnx").stat().st_size,
         "int8_onnx_bytes": int8_path.stat().st_size,
     }
+
+
+def conv_macs(model: Path) -> int:
+    """Multiply-accumulates of one batch-1 call of ONNX `model` in its Conv and ConvTranspose nodes (where a conv
+    net spends its time), from ONNX shape inference with the batch fixed to 1: Conv H_out·W_out·C_out·(C_in/g)·k_h·k_w;
+    ConvTranspose H_in·W_in·C_in·(C_out/g)·k_h·k_w."""
+    graph = onnx.load(str(model))
+    for value in graph.graph.input:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    graph = onnx.shape_inference.infer_shapes(graph, strict_mode=True)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.graph.value_info}
+    shapes |= {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.graph.input}
+    weights = {w.name: list(w.dims) for w in graph.graph.initializer}
+    macs = 0
+    for node in graph.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            # Conv weights [C_out, C_in/g, k...]; ConvTranspose [C_in, C_out/g, k...]: each of the first tensor's
+            # spatial positions (output for Conv, input for ConvTranspose) takes every weight once.
+            spatial = shapes[node.output[0] if node.op_type == "Conv" else node.input[0]][2:]
+            macs += math.prod(spatial) * math.prod(weights[node.input[1]])
+    return macs
+
+
+def matmul_gmac_per_s(n: int = 2048, calls: int = 10) -> float:
+    """This machine's dense float32 rate on every core: an n×n matmul in TensorFlow (oneDNN's GEMM, which runs near
+    the cores' FMA peak), median of `calls`. The yardstick for a conv net's rate: a runtime near it has little left to
+    gain in float32. (numpy's OpenBLAS reached 127 GMAC/s where this reached 222, on a 2-core EPYC, 2026-11-29.)"""
+    a = tf.random.stateless_normal([n, n], seed=[0, 0])
+    product = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, a)))
+    return n**3 / median_ms(lambda: product().numpy(), calls, warmup=2) / 1e6
 
 
 class Feeds(CalibrationDataReader):

@@ -431,6 +431,8 @@ def segmentation(tmp: Path, quick: bool) -> dict:
         "parity_samples": verification["samples"],
         "batch1_median_ms": ms,
         "ort_vs_saved_model_batch1": ms["onnxruntime"] / ms["saved_model"],
+        "conv_gmac_per_call": perf.conv_macs(version / "model.onnx") / 1e9,
+        "matmul_gmac_per_s": perf.matmul_gmac_per_s(),
         "onnx_mean_iou": {
             "float32": mean_iou(session, test, cfg.data.num_classes),
             "int8": mean_iou(int8, test, cfg.data.num_classes),
@@ -453,6 +455,15 @@ def segmentation_figures(seg: dict) -> list[Figure]:
         Figure(f"{name}: training crops/s, whole epochs", seg["crops_per_s"], "crops/s"),
         Figure(f"{name}: export parity, max abs diff", seg["parity_max_abs_diff"], "abs", target="<= 1e-05"),
         perf.ort_figure(name, seg["batch1_median_ms"], 1),
+        *(
+            Figure(
+                f"{name}: {runtime} batch-1 conv rate (conv MACs ÷ call time) vs a TensorFlow matmul's",
+                seg["conv_gmac_per_call"] / (seg["batch1_median_ms"][key] / 1000),
+                "GMAC/s",
+                baseline=seg["matmul_gmac_per_s"],
+            )
+            for runtime, key in (("SavedModel", "saved_model"), ("ONNX Runtime", "onnxruntime"))
+        ),
         Figure(
             f"{name}: batch-1 latency, ONNX static int8 (QDQ) vs float32",
             seg["batch1_median_ms"]["onnxruntime_int8"],

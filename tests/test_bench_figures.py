@@ -261,3 +261,44 @@ def test_the_int8_unet_figure_is_mean_iou_over_all_test_pixels():
     test = [(image, np.array([[1, 1], [0, 0]])), (image, np.array([[1, 0], [0, 0]]))]
     # Predicted [[1, 1], [0, 0]] for both. Class 1: TP 3, FP 1 → 3/4; class 0: TP 4, FN 1 → 4/5.
     assert mean_iou(Session(), test, num_classes=2) == pytest.approx((3 / 4 + 4 / 5) / 2)
+
+
+def test_conv_macs_counts_each_conv_and_transposed_conv_at_batch_one(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from benchmarks.perf import conv_macs
+
+    weight = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")  # 1 → 2 channels, 3×3
+    up_weight = numpy_helper.from_array(np.ones((2, 3, 2, 2), np.float32), "u")  # 2 → 3 channels, 2×2, stride 2
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["h"], pads=[1, 1, 1, 1]),
+            helper.make_node("ConvTranspose", ["h", "u"], ["y"], strides=[2, 2]),
+        ],
+        "convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [weight, up_weight],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "convs.onnx")
+    # Conv: 4·4 outputs × 2 channels × 1·3·3 weights; ConvTranspose: 4·4 inputs × 2·3·2·2 weights.
+    assert conv_macs(tmp_path / "convs.onnx") == 16 * 2 * 9 + 16 * 24
+
+
+def test_the_unet_conv_rate_is_its_conv_macs_over_each_runtimes_call():
+    from benchmarks.run import segmentation_figures
+
+    seg = {
+        "experiment": "isbi_unet",
+        "overrides": [],
+        "test_metrics": {"mean_iou": 0.8, "dice": 0.9},
+        "crops_per_s": 10.0,
+        "parity_max_abs_diff": 1e-6,
+        "batch1_median_ms": {"saved_model": 80.0, "onnxruntime": 60.0, "onnxruntime_int8": 40.0},
+        "onnx_mean_iou": {"float32": 0.8, "int8": 0.79},
+        "conv_gmac_per_call": 12.0,
+        "matmul_gmac_per_s": 200.0,
+    }
+    rates = {f.name.split(": ")[1].split(" batch-1")[0]: f for f in segmentation_figures(seg) if f.unit == "GMAC/s"}
+    assert rates["SavedModel"].value == pytest.approx(150.0) and rates["ONNX Runtime"].value == pytest.approx(200.0)
+    assert rates["ONNX Runtime"].ratio == pytest.approx(1.0)  # at the matmul's rate: nothing left in float32
