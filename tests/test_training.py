@@ -122,6 +122,35 @@ def test_only_an_unfinished_run_with_the_same_config_is_resumed(tiny_cfg):
     assert open_run(tiny_cfg) == run.parent / "run-1000"
 
 
+def test_an_improving_epoch_saves_the_weights_once_and_best_is_a_copy_of_its_checkpoint(
+    tiny_cfg, monkeypatch, tmp_path
+):
+    import shutil
+
+    import h5py
+
+    from kerasline.training.fit import train
+
+    saves = []  # each save_weights call's file, kept aside (the run removes its checkpoints when it finishes)
+    save_weights = keras.Model.save_weights
+
+    def kept(model, path, *args, **kwargs):
+        save_weights(model, path, *args, **kwargs)
+        saves.append(shutil.copyfile(path, tmp_path / f"save-{len(saves)}.h5"))
+
+    monkeypatch.setattr(keras.Model, "save_weights", kept)
+    cfg = tiny_cfg.model_copy(update={"training": tiny_cfg.training.model_copy(update={"epochs": 1})})
+    run_dir = train(cfg).run_dir  # one epoch: it improves on nothing, so it is the best
+
+    assert len(saves) == 1  # the checkpoint's; best.weights.h5 is a copy of it
+    with h5py.File(run_dir / "best.weights.h5", "r") as best, h5py.File(saves[0], "r") as checkpoint:
+        names = []
+        checkpoint.visit(names.append)
+        arrays = [name for name in names if isinstance(checkpoint[name], h5py.Dataset)]
+        assert arrays and all(np.array_equal(best[name][()], checkpoint[name][()]) for name in arrays)
+    assert not list(run_dir.glob(".tmp-*"))  # the best's staging was renamed into place
+
+
 @pytest.mark.parametrize(
     "epochs, written",
     [
@@ -144,3 +173,23 @@ def test_sparse_summaries_are_written_after_epochs_1_2_4_8_and_a_fits_last(tmp_p
     steps.on_train_end()
     events = [e for path in tmp_path.glob("events*") for e in tf.compat.v1.train.summary_iterator(str(path))]
     assert [e.step for e in events if e.summary.value] == written
+
+
+def test_weight_histograms_bucket_every_weight_over_its_range(tmp_path):
+    from kerasline.training.callbacks import WeightHistograms
+
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="dense")])
+    model.get_layer("dense").bias.assign([-1.0, 0.5, 2.0])
+    histograms = WeightHistograms(tmp_path)
+    histograms.set_model(model)
+    histograms.on_train_begin()
+    histograms.on_epoch_end(0)
+    histograms.on_train_end()
+    events = [e for path in tmp_path.glob("events*") for e in tf.compat.v1.train.summary_iterator(str(path))]
+    written = {v.tag: tf.make_ndarray(v.tensor) for e in events for v in e.summary.value}
+    assert set(written) == {"sequential/dense/kernel/histogram", "sequential/dense/bias/histogram"}  # Keras paths
+    for weight in model.get_layer("dense").weights:
+        buckets = written[f"{weight.path}/histogram"]  # rows (left edge, right edge, count), 30 of them
+        values = np.asarray(weight)
+        assert buckets.shape == (30, 3) and buckets[:, 2].sum() == values.size
+        assert buckets[0, 0] == pytest.approx(values.min()) and buckets[-1, 1] == pytest.approx(values.max())
