@@ -178,7 +178,7 @@ def test_sparse_summaries_are_written_after_epochs_1_2_4_8_and_a_fits_last(tmp_p
 def test_weight_histograms_bucket_every_weight_over_its_range(tmp_path):
     from kerasline.training.callbacks import WeightHistograms
 
-    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="dense")])
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3, name="dense")], name="net")
     model.get_layer("dense").bias.assign([-1.0, 0.5, 2.0])
     histograms = WeightHistograms(tmp_path)
     histograms.set_model(model)
@@ -187,7 +187,7 @@ def test_weight_histograms_bucket_every_weight_over_its_range(tmp_path):
     histograms.on_train_end()
     events = [e for path in tmp_path.glob("events*") for e in tf.compat.v1.train.summary_iterator(str(path))]
     written = {v.tag: tf.make_ndarray(v.tensor) for e in events for v in e.summary.value}
-    assert set(written) == {"sequential/dense/kernel/histogram", "sequential/dense/bias/histogram"}  # Keras paths
+    assert set(written) == {"net/dense/kernel/histogram", "net/dense/bias/histogram"}  # the weights' Keras paths
     for weight in model.get_layer("dense").weights:
         buckets = written[f"{weight.path}/histogram"]  # rows (left edge, right edge, count), 30 of them
         values = np.asarray(weight)
