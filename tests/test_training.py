@@ -51,6 +51,20 @@ def lr_at(schedule, step: int) -> float:
     return float(schedule(step))
 
 
+def test_the_weight_average_warms_its_decay_up():
+    """training.ema: d = min(ema, (1 + t) / (10 + t)) at step t, 0 at the first (Keras 3.15's own d: ema throughout)."""
+    cfg = training(ema=0.999, optimizer__name="sgd", optimizer__learning_rate=0.1, schedule__name="constant")
+    optimizer = make_optimizer(cfg, steps_per_epoch=1)
+    weight = keras.Variable([1.0, -2.0])
+    optimizer.build([weight])
+    expected = None
+    for t in range(5):
+        optimizer.apply_gradients([(tf.constant([1.0, 3.0]), weight)])
+        decay = 0.0 if t == 0 else min(0.999, (1 + t) / (10 + t))  # 0, 0.18, 0.25, 0.31, 0.36
+        expected = weight.numpy() if t == 0 else decay * expected + (1 - decay) * weight.numpy()
+        np.testing.assert_allclose(optimizer._model_variables_moving_average[0].numpy(), expected, rtol=1e-6)
+
+
 def test_step_schedule_drops_by_rate_every_decay_epochs():
     sched = learning_rate(training(schedule__name="step", schedule__decay_epochs=2, schedule__decay_rate=0.5), 10)
     assert [lr_at(sched, s) for s in (0, 19, 20, 40)] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])

@@ -13,17 +13,30 @@ OPTIMIZERS = {
 }
 
 
-class RawWeightsKept:
-    """Mixed into an optimizer with use_ema=True (training.ema), so that fit() ends with the raw weights in the model.
-    Keras 3.15 ends every fit() by copying the averages into them (finalize_variable_values); a run is several fit()
-    calls (the rest of a preempted epoch, a fine-tuning phase) that train on from the raw weights, and it saves the
-    averages where it wants them itself (training/ema.py)."""
+class Averaging:
+    """Mixed into an optimizer with use_ema=True (training.ema): the average's decay warms up, and fit() ends with the
+    raw weights in the model."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        """Keras 3.15's update, average = d · average + (1 − d) · weight, with the decay warmed up as TensorFlow's
+        ExponentialMovingAverage(num_updates=t) and Model Garden's EMA optimizer (dynamic_decay) warm it up:
+        d = min(ema, (1 + t) / (10 + t)) at step t, and 0 at the first (the average starts as the weights). Keras's
+        fixed d keeps ema^t of the first step's near-random weights in the average: 0.999 on `mnist_best` (49 steps an
+        epoch) validated at 11% accuracy, with BatchNorm's statistics those of the raw weights."""
+        t = keras.ops.cast(self.iterations, "float32")
+        decay = keras.ops.minimum(self.ema_momentum, (1 + t) / (10 + t)) * keras.ops.cast(t > 0, "float32")
+        for weight, average in zip(trainable_variables, self._model_variables_moving_average, strict=True):
+            if average is not None:
+                d = keras.ops.cast(decay, weight.dtype)
+                average.assign(d * average + (1 - d) * weight)
 
     def finalize_variable_values(self, var_list):
-        pass
+        """Keras 3.15 ends every fit() by copying the averages into the weights; a run is several fit() calls (the
+        rest of a preempted epoch, a fine-tuning phase) that train on from the raw weights, and it saves the averages
+        where it wants them itself (training/ema.py)."""
 
 
-AVERAGING = {name: type(cls.__name__, (RawWeightsKept, cls), {}) for name, cls in OPTIMIZERS.items()}
+AVERAGING = {name: type(cls.__name__, (Averaging, cls), {}) for name, cls in OPTIMIZERS.items()}
 
 
 def make_optimizer(cfg: TrainingConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -37,7 +50,7 @@ def make_optimizer(cfg: TrainingConfig, steps_per_epoch: int) -> keras.optimizer
         kwargs["weight_decay"] = opt.weight_decay
     if cfg.ema is None:
         return OPTIMIZERS[opt.name](**kwargs)
-    # Keras keeps one average per trainable variable, updated after every step; its first step's is the weights.
+    # One average per trainable variable, updated after every step (Averaging); its first step's is the weights.
     return AVERAGING[opt.name](**kwargs, use_ema=True, ema_momentum=cfg.ema)
 
 
