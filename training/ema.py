@@ -16,6 +16,16 @@ from collections.abc import Iterator
 
 import keras
 import numpy as np
+import tensorflow as tf
+
+
+def warmed_up_decay(decay: float, step: tf.Tensor | int) -> tf.Tensor:
+    """A moving average's decay at step `step` (0 is the first): 0 there, so the average starts as the weights, then
+    min(decay, (1 + t) / (10 + t)), as TensorFlow's ExponentialMovingAverage(num_updates) and Model Garden's EMA
+    optimizer (dynamic_decay) warm it up. A fixed decay keeps decay^t of the first step's weights in the average:
+    0.999 on `mnist_best` (49 steps an epoch) still held 43% of them after 17 epochs and validated at 11.5%."""
+    t = keras.ops.cast(step, "float32")
+    return keras.ops.where(t > 0, keras.ops.minimum(decay, (1 + t) / (10 + t)), 0.0)
 
 
 def averages(model: keras.Model) -> list[tuple[keras.Variable, keras.Variable]]:

@@ -3,6 +3,7 @@
 import keras
 
 from kerasline.config import TrainingConfig
+from kerasline.training.ema import warmed_up_decay
 
 OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
@@ -18,13 +19,9 @@ class Averaging:
     raw weights in the model."""
 
     def _update_model_variables_moving_average(self, trainable_variables):
-        """Keras 3.15's update, average = d · average + (1 − d) · weight, with the decay warmed up as TensorFlow's
-        ExponentialMovingAverage(num_updates=t) and Model Garden's EMA optimizer (dynamic_decay) warm it up:
-        d = min(ema, (1 + t) / (10 + t)) at step t, and 0 at the first (the average starts as the weights). Keras's
-        fixed d keeps ema^t of the first step's near-random weights in the average: 0.999 on `mnist_best` (49 steps an
-        epoch) validated at 11% accuracy, with BatchNorm's statistics those of the raw weights."""
-        t = keras.ops.cast(self.iterations, "float32")
-        decay = keras.ops.minimum(self.ema_momentum, (1 + t) / (10 + t)) * keras.ops.cast(t > 0, "float32")
+        """Keras 3.15's update, average = d · average + (1 − d) · weight, with its fixed d warmed up (training/ema.py).
+        Keras calls it after the step's update, before counting the step."""
+        decay = warmed_up_decay(self.ema_momentum, self.iterations)
         for weight, average in zip(trainable_variables, self._model_variables_moving_average, strict=True):
             if average is not None:
                 d = keras.ops.cast(decay, weight.dtype)

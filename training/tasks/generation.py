@@ -11,7 +11,8 @@ from [0, 255] to the generator's [-1, 1].
 
 model.generator_ema = β keeps a moving average of the generator's weights (Karras et al., 2018; Yazıcı et al.,
 2019), updated after each generator step, BatchNorm statistics included: θ̄ ← β·θ̄ + (1 − β)·θ, the first step
-copying θ. The average draws the samples: the TensorBoard grid, evaluation and the export.
+copying θ and β warmed up as training.ema's is. The average draws the samples: the TensorBoard grid, evaluation and
+the export.
 """
 
 from pathlib import Path
@@ -24,6 +25,7 @@ from kerasline.config import GANConfig
 from kerasline.models.gan import build_discriminator, build_generator, fixed_noise
 from kerasline.pipelines import Datasets
 from kerasline.training.callbacks import EpochImage, image_grid
+from kerasline.training.ema import warmed_up_decay
 from kerasline.training.optim import learning_rate
 from kerasline.training.tasks.base import Signature, Task, built_in_float32
 
@@ -119,9 +121,10 @@ class GAN(keras.Model):
         return self._track(d_loss, g_loss)
 
     def _average_generator(self):
-        """θ̄ ← β·θ̄ + (1 − β)·θ over all the generator's weights. β = 0 on the first step: the average starts from
-        the generator as training found it (init_from's weights, where it loaded some)."""
-        decay = tf.where(self.optimizer.iterations > 1, self.cfg.generator_ema, 0.0)
+        """θ̄ ← β·θ̄ + (1 − β)·θ over all the generator's weights, β warmed up (training/ema.py). β = 0 on the first
+        step: the average starts from the generator as training found it (init_from's weights, where it loaded some).
+        The generator's optimizer has already counted this step."""
+        decay = warmed_up_decay(self.cfg.generator_ema, self.optimizer.iterations - 1)
         for average, weight in zip(self.generator_ema.weights, self.generator.weights, strict=True):
             average.assign(decay * average + (1.0 - decay) * weight)
 
