@@ -2,10 +2,10 @@
 moving average of the weights, while training goes on with the raw weights.
 
 Keras 3.15's optimizers keep the average (use_ema=True, training/optim.py): after every step, for each trainable
-variable, average = ema · average + (1 − ema) · weight, the first step's average being the weight itself. The
-averages are optimizer variables, so save_weights writes them and a resumed run (training/checkpoint.py) reloads
-them exactly. Only trainable variables are averaged: BatchNorm's moving mean and variance stay the raw model's, as
-they are when the averages are validated or saved.
+variable, average = d · average + (1 − d) · weight, the first step's average being the weight itself and d the decay
+ema warmed up (warmed_up_decay). The averages are optimizer variables, so save_weights writes them and a resumed run
+(training/checkpoint.py) reloads them exactly. Only trainable variables are averaged: BatchNorm's moving mean and
+variance stay the raw model's, as they are when the averages are validated or saved.
 
 keras.callbacks.SwapEMAWeights swaps by adding and subtracting in place ((a + b) − b is not always a in floating
 point), so every validation would nudge the raw weights; here they are copied out and put back exactly.
