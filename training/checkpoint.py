@@ -89,8 +89,8 @@ def rng_variables(model: keras.Model) -> list:
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Writes a checkpoint after every epoch (and on SIGTERM, mid-epoch), best.weights.h5 and history.csv; and,
-    asked once training stops, learning_curves.png.
+    """Writes a checkpoint after every epoch, best.weights.h5 and history.csv; on SIGTERM, one after the current
+    batch (or at the epoch's end, if that batch is its last); and, asked once training stops, learning_curves.png.
 
     Must come last among the callbacks: it saves the counters the others updated for the epoch, and it
     restores them after their own on_train_begin reset them. A non-finite loss stops training and is
@@ -122,7 +122,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         if not math.isfinite(loss):
             self.diverged = f"at epoch {self.epoch + 1}, step {step}: loss is {loss}"
             self.model.stop_training = True
-        elif self.preempted and self.preempted_at is None:
+        elif self.preempted and self.preempted_at is None and batch + 1 < self.params["steps"]:
+            # The epoch's last batch is left to on_epoch_end: a checkpoint at its final step would resume into a
+            # fit of 0 steps, and Keras 3.15 takes steps_per_epoch=0 as "until the data ends" and trains a step.
             self.preempted_at = self._save(self.epoch, step, finished=False)
             self.model.stop_training = True
 
@@ -151,6 +153,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             self._save_best()  # before the checkpoint: a kill in between repeats this epoch, which saves it again
         finished = self.model.stop_training or epoch + 1 == self.total_epochs
         saved = self._save(epoch + 1, 0, finished=finished, best=copy_best)
+        if self.preempted:  # SIGTERM came during the last batch or validation: stop at this epoch's checkpoint
+            self.preempted_at, self.model.stop_training = saved, True
 
         def write() -> None:
             write_text_atomic(self.run_dir / "history.csv", _csv(self.history))

@@ -4,6 +4,8 @@
 
 FAULT is one of
     mid-epoch:E:S        after step S of epoch E (0-based epochs, 1-based steps)
+    sigterm:E:S          not a kill: the process sends itself SIGTERM as step S of epoch E ends, so the
+                         preemption checkpoint lands at a chosen step whatever the machine's speed
     between-epochs:E     when epoch E begins, after epoch E-1's checkpoint is committed
     checkpoint-write:N   inside the N-th checkpoint write, after its weights file, before its commit
     checkpoint-middle:N  half-way through the N-th checkpoint's weights file: after its first MIDDLE arrays are
@@ -65,7 +67,7 @@ def fill_disk(directory: Path, leave: int) -> Path:
 def install(fault: str) -> None:
     kind, *args = fault.split(":")
     numbers = [int(a) for a in args if a.isdigit()]
-    if kind in ("mid-epoch", "between-epochs"):
+    if kind in ("mid-epoch", "sigterm", "between-epochs"):
         from kerasline.training.checkpoint import RunCheckpoint
 
         if kind == "mid-epoch":
@@ -75,6 +77,15 @@ def install(fault: str) -> None:
                 original(self, batch, logs)
                 if (self.epoch, self.step_offset + batch + 1) == tuple(numbers):
                     die()
+
+            RunCheckpoint.on_train_batch_end = on_train_batch_end
+        elif kind == "sigterm":
+            original = RunCheckpoint.on_train_batch_end
+
+            def on_train_batch_end(self, batch, logs=None):
+                if (self.epoch, self.step_offset + batch + 1) == tuple(numbers):
+                    os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before the next line
+                original(self, batch, logs)
 
             RunCheckpoint.on_train_batch_end = on_train_batch_end
         else:

@@ -37,7 +37,7 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize(
     "fault, resumed_epoch",
     [
-        ("mid-epoch:1:5", 1),  # epoch 2 of 3, step 5 of 11: redone from the start of epoch 2
+        ("mid-epoch:1:5", 1),  # epoch 2 of 3, step 5 of 10: redone from the start of epoch 2
         ("between-epochs:2", 2),  # epoch 2's checkpoint is committed; epoch 3 not begun
         ("checkpoint-write:2", 1),  # epoch 2's checkpoint is half-written: the newest complete is epoch 1's
     ],
@@ -83,7 +83,8 @@ def test_sigterm_checkpoints_mid_epoch_and_resumes_exactly(experiment, uninterru
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert stderr.strip().splitlines()[-1].startswith("preempted: stopped by SIGTERM; checkpoint ")
     (checkpoint,) = [p.name for p in backup.iterdir()]
-    assert re.fullmatch(r"epoch-000[12]-step-\d{4}", checkpoint)  # mid-epoch (2 or 3), after the current batch
+    # After the current batch of epoch 2 or 3; at the epoch's end if that batch was its last, or validation ran.
+    assert re.fullmatch(r"epoch-000[12]-step-\d{4}|epoch-000[23]", checkpoint)
 
     resumed = run(path, "--no-export")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -125,3 +126,20 @@ def test_killed_run_without_determinism_resumes_its_optimizer_and_schedule(exper
     assert next(line for line in resumed.stdout.splitlines() if line.startswith("Epoch ")) == "Epoch 3/4"
     history = (path.parent / "runs" / "rel" / "run-001" / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2", "3"]
+
+
+
+def test_sigterm_during_an_epochs_last_batch_stops_at_its_end_and_resumes_exactly(experiment, uninterrupted):
+    path = experiment(deterministic=True)
+    stopped = run(path, fault="sigterm:1:10")  # epoch 2's last step of 10
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    backup = path.parent / "runs" / "rel" / "run-001" / "backup"
+    assert [p.name for p in backup.iterdir()] == ["epoch-0002"]  # the whole epoch, validated
+
+    resumed = run(path, "--no-export")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert next(line for line in resumed.stdout.splitlines() if line.startswith("Epoch ")) == "Epoch 3/3"
+    after = finished(path)
+    assert after["history"] == uninterrupted["history"]
+    assert after["metrics"] == uninterrupted["metrics"]
+    assert_same_weights(after["best"], uninterrupted["best"])
