@@ -103,7 +103,7 @@ TUNING = {
 }
 # Item 7: steps a measured epoch, epochs; --quick measures 1 device against 2 replicas with synchronized BatchNorm only.
 SCALING = {"full": (20, 3), "quick": (6, 2)}
-# Item 9: the five experiments on 1,200 digits, 2 epochs (as shipped they take 20 and 10 epochs: longer than the
+# Item 9: the five experiments on 1,200 digits, 2 epochs (as shipped they take 10 to 100 epochs: longer than the
 # whole bench); --quick one GAN and one autoencoder.
 GENERATIVE = {
     "full": (generative.EXPERIMENTS, ["data.limit=1200", "training.epochs=2"]),
