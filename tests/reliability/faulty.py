@@ -70,22 +70,16 @@ def install(fault: str) -> None:
     if kind in ("mid-epoch", "sigterm", "between-epochs"):
         from kerasline.training.checkpoint import RunCheckpoint
 
-        if kind == "mid-epoch":
+        if kind in ("mid-epoch", "sigterm"):
             original = RunCheckpoint.on_train_batch_end
 
             def on_train_batch_end(self, batch, logs=None):
-                original(self, batch, logs)
-                if (self.epoch, self.step_offset + batch + 1) == tuple(numbers):
-                    die()
-
-            RunCheckpoint.on_train_batch_end = on_train_batch_end
-        elif kind == "sigterm":
-            original = RunCheckpoint.on_train_batch_end
-
-            def on_train_batch_end(self, batch, logs=None):
-                if (self.epoch, self.step_offset + batch + 1) == tuple(numbers):
+                at = (self.epoch, self.step_offset + batch + 1) == tuple(numbers)
+                if at and kind == "sigterm":
                     os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler before the next line
                 original(self, batch, logs)
+                if at and kind == "mid-epoch":
+                    die()
 
             RunCheckpoint.on_train_batch_end = on_train_batch_end
         else:
