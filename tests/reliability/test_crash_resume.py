@@ -128,7 +128,6 @@ def test_killed_run_without_determinism_resumes_its_optimizer_and_schedule(exper
     assert [row.split(",")[0] for row in history[1:]] == ["0", "1", "2", "3"]
 
 
-
 def test_sigterm_during_an_epochs_last_batch_stops_at_its_end_and_resumes_exactly(experiment, uninterrupted):
     path = experiment(deterministic=True)
     stopped = run(path, fault="sigterm:1:10")  # epoch 2's last step of 10
