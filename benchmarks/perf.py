@@ -26,8 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import tensorflow as tf
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from benchmarks.common import overhead_figure, pipeline_overhead
 from benchmarks.figures import Figure, LoadGate, Reading, interleaved, spread
@@ -326,36 +325,6 @@ def matmul_gmac_per_s(n: int = 2048, calls: int = 10) -> float:
     a = tf.random.stateless_normal([n, n], seed=[0, 0])
     product = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, a)))
     return n**3 / median_ms(lambda: product().numpy(), calls, warmup=2) / 1e6
-
-
-class Feeds(CalibrationDataReader):
-    """Calibration feeds for quantize_static, one dict of inputs at a time."""
-
-    def __init__(self, feeds: list[dict[str, np.ndarray]]):
-        self._feeds = iter(feeds)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
-
-
-def static_int8(model: Path, out: Path, calibration: list[dict[str, np.ndarray]]) -> Path:
-    """A static int8 (QDQ) copy of ONNX `model`: int8 weights per channel, uint8 activations whose ranges are the
-    min and max seen on `calibration`. ONNX Runtime's pre-processing (ONNX shape inference, graph folding) first, as
-    its quantisation guide asks; its symbolic shape inference (it needs sympy, which nothing else here does) is
-    skipped, as ONNX's own infers every shape of these fixed-size graphs."""
-    prepared = out.with_suffix(".prepared.onnx")
-    quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared),
-        str(out),
-        Feeds(calibration),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    prepared.unlink()
-    return out
 
 
 def inference_section(tmp: Path, plan: dict) -> dict:

@@ -70,6 +70,7 @@ from benchmarks.figures import (
 from kerasline.cluster import free_ports, tf_configs
 from kerasline.config import ExperimentConfig, experiment_path, load_experiment
 from kerasline.export import export_run
+from kerasline.export.onnx_int8 import INT8_FILE, int8_session
 from kerasline.export.repository import model_dirs
 from kerasline.files import write_text_atomic
 from kerasline.timing import median_ms
@@ -112,7 +113,6 @@ GENERATIVE = {
 # Item 13: isbi_unet for 3 of its 60 epochs (51 steps; as shipped it takes about 8 minutes on a 2-core Xeon with
 # AVX-512); --quick a tiny U-Net.
 SEGMENTATION_EXPERIMENT = "isbi_unet"
-CALIBRATION_SLICES = 8  # training slices whose activation ranges calibrate the U-Net's static int8 variant
 SEGMENTATION = {
     "full": ["training.epochs=3"],
     "quick": ["data.limit=8", "data.crop=64", "model.depth=2", "model.filters=4", "training.epochs=2"],
@@ -405,11 +405,7 @@ def segmentation(tmp: Path, quick: bool) -> dict:
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     image = next(splits.test.batch(1).as_numpy_iterator())[0]
-    calibration = [{"image": x[None]} for x, _ in splits.train.take(CALIBRATION_SLICES).as_numpy_iterator()]
-    int8 = ort.InferenceSession(
-        str(perf.static_int8(version / "model.onnx", tmp / "unet-int8.onnx", calibration)),
-        providers=["CPUExecutionProvider"],
-    )
+    int8 = int8_session(version / INT8_FILE)  # isbi_unet.toml sets export.onnx_int8
     calls = 5 if quick else 20
     ms = {
         "saved_model": median_ms(lambda: serve(image=tf.constant(image))["probabilities"].numpy(), calls, warmup=2),
@@ -463,6 +459,13 @@ def segmentation_figures(seg: dict) -> list[Figure]:
                 baseline=seg["matmul_gmac_per_s"],
             )
             for runtime, key in (("SavedModel", "saved_model"), ("ONNX Runtime", "onnxruntime"))
+        ),
+        Figure(
+            f"{name}: batch-1 latency, ONNX Runtime int8 (export.onnx_int8) vs SavedModel",
+            seg["batch1_median_ms"]["onnxruntime_int8"],
+            "ms",
+            baseline=seg["batch1_median_ms"]["saved_model"],
+            target="<= 0.5",
         ),
         Figure(
             f"{name}: batch-1 latency, ONNX static int8 (QDQ) vs float32",

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 
 from kerasline.config import DataConfig, ExperimentConfig, task_of, to_toml
+from kerasline.export.onnx_int8 import INT8_FILE, int8_session
 from kerasline.shipped import find, shipped_dir
 from kerasline.timing import median_ms
 from kerasline.training.report import is_table, number
@@ -131,7 +132,18 @@ def _parity(version_dir: Path) -> list[str]:
     verdict = "passed" if report["passed"] else "failed"
     against = f"Against the Keras model on {report['samples']} held-out inputs"
     summary = f"{against}, tolerance {number(report['tolerance'])}: {verdict} (`verification.json`)."
-    return ["## Parity", "", summary, "", *_table(["export", "output", "max abs diff"], rows)]
+    lines = ["## Parity", "", summary, "", *_table(["export", "output", "max abs diff"], rows)]
+    if "int8" in report:
+        int8 = report["int8"]
+        rows = [
+            [output, number(diff), number(int8["mean_abs_diff"][output])]
+            for output, diff in int8["max_abs_diff"].items()
+        ]
+        note = (
+            f"`{int8['file']}` (export.onnx_int8) approximates the model by design; its differences on the same inputs:"
+        )
+        lines += ["", note, "", *_table(["output", "max abs diff", "mean abs diff"], rows)]
+    return lines
 
 
 def _signatures(signatures: dict[str, Signature]) -> list[str]:
@@ -166,6 +178,9 @@ def _latency(signature: Signature, version_dir: Path) -> list[str]:
         "SavedModel (serving_default)": lambda: [t.numpy() for t in signature.function(**saved_model_input).values()],
         f"ONNX Runtime (`{signature.onnx_file}`, CPU)": lambda: session.run(None, onnx_input),
     }
+    if (version_dir / INT8_FILE).exists():
+        int8 = int8_session(version_dir / INT8_FILE)
+        runs[f"ONNX Runtime (`{INT8_FILE}`, CPU, threads not spinning)"] = lambda: int8.run(None, onnx_input)
     rows = [[runtime, f"{median_ms(call, LATENCY_CALLS, warmup=1):.3f}"] for runtime, call in runs.items()]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
     how = f"the median of {LATENCY_CALLS} calls on one held-out input, after one warm-up call; not a benchmark"

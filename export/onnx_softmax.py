@@ -39,3 +39,18 @@ def clamp_softmax_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(nodes)
     return model
+
+
+def unclamp_softmax_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` without the nodes clamp_softmax_inputs added: each Softmax takes its original input again."""
+    graph = model.graph
+    clamp = [node for node in graph.node if node.output[0].startswith("softmax_clamp/")]
+    clamped = {node.output[0]: node.input[0] for node in clamp if node.op_type == "Max"}
+    for node in graph.node:
+        if node.op_type == "Softmax" and node.input[0] in clamped:
+            node.input[0] = clamped[node.input[0]]
+    for node in clamp:
+        graph.node.remove(node)
+    for tensor in [t for t in graph.initializer if t.name == "softmax_clamp/span"]:
+        graph.initializer.remove(tensor)
+    return model

@@ -19,6 +19,7 @@ import numpy as np
 from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
 from kerasline.export.card import write_model_card
+from kerasline.export.onnx_int8 import CALIBRATION_SAMPLES, INT8_FILE, write_int8
 from kerasline.export.onnx_rnn import for_onnx
 from kerasline.export.repository import write_models_config, write_warmup
 from kerasline.export.signature import write_onnx, write_saved_model
@@ -40,8 +41,10 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
     signatures = task.signatures(model, for_onnx(model), run_dir)
     root = Path(cfg.export.dir) / cfg.model_name
     remove_stale_staging(root)
-    # The SavedModel and each ONNX file hold the float32 weights once; graphs and metadata are small beside them.
-    ensure_free_space(root, (1 + len(signatures)) * sum(w.numpy().nbytes for w in model.weights), "an export")
+    # The SavedModel and each ONNX file hold the float32 weights once (export.onnx_int8: its float32 working copy
+    # and its int8 weights once more); graphs and metadata are small beside them.
+    copies = 1 + len(signatures) + 2 * cfg.export.onnx_int8
+    ensure_free_space(root, copies * sum(w.numpy().nbytes for w in model.weights), "an export")
     staging = staging_dir(root)
 
     def write() -> Path:
@@ -49,6 +52,9 @@ def export_run(cfg: ExperimentConfig, run_dir: Path) -> Path:
             write_saved_model(model, signatures, str(staging))
             for signature in signatures.values():
                 write_onnx(signature.converted, str(staging / signature.onnx_file))
+            if cfg.export.onnx_int8:
+                model_onnx = staging / signatures["serving_default"].onnx_file
+                write_int8(model_onnx, staging / INT8_FILE, task.calibration_inputs(CALIBRATION_SAMPLES))
             report = parity_report(signatures, staging, cfg.export.tolerance, task.output_difference, reloader)
         card = partial(write_model_card, cfg, run_dir, task=task, model=model, signatures=signatures)
         return publish_verified(cfg, run_dir, staging, report, signatures["serving_default"].inputs, card)

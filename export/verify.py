@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasline.export.onnx_int8 import INT8_FILE
 from kerasline.training.tasks import Signature
 
 Difference = Callable[[str, np.ndarray, dict[str, np.ndarray]], float]
@@ -45,7 +46,24 @@ def parity_report(
             report["max_abs_diff"][path + suffix] = diffs
             passed &= all(d <= (1 if reference[k].dtype == np.uint8 else tolerance) for k, d in diffs.items())
     report["passed"] = bool(passed)
+    if (version_dir / INT8_FILE).exists():
+        report["int8"] = int8_differences(signatures["serving_default"], version_dir / INT8_FILE)
     return report
+
+
+def int8_differences(signature: Signature, path: Path) -> dict:
+    """export.onnx_int8's file against the Keras function model.onnx is held to, on the same inputs: each output's
+    largest and mean absolute difference. A record, not a gate: quantisation approximates by design, and what the
+    change costs is the task's metric (`make bench` measures the U-Net's test IoU through both files)."""
+    function, inputs = signature.onnx_pair
+    reference = {k: v.numpy().astype(np.float64) for k, v in function(**inputs).items()}
+    outputs = _run_onnx(path, inputs)
+    diffs = {k: np.abs(outputs[k].astype(np.float64) - reference[k]) for k in reference}
+    return {
+        "file": path.name,
+        "max_abs_diff": {k: float(d.max(initial=0.0)) for k, d in diffs.items()},
+        "mean_abs_diff": {k: float(d.mean()) for k, d in diffs.items()},
+    }
 
 
 def _outputs_of(reloaded: dict[str, np.ndarray], signature: str) -> dict[str, np.ndarray]:

@@ -269,6 +269,9 @@ def _report_export(version_dir: Path) -> None:
     worst = max(d for diffs in report["max_abs_diff"].values() for d in diffs.values())
     print(f"savedmodel:  {version_dir}  (TF Serving layout)")
     print(f"onnx:        {version_dir / 'model.onnx'}")
+    if "int8" in report:
+        mean = ", ".join(f"{k} {v:.2g}" for k, v in report["int8"]["mean_abs_diff"].items())
+        print(f"onnx int8:   {version_dir / report['int8']['file']}  (mean abs diff {mean})")
     print(
         f"parity:      max abs diff {worst:.2e} over {report['samples']} inputs  ({version_dir / 'verification.json'})"
     )
@@ -340,7 +343,11 @@ def _parser() -> argparse.ArgumentParser:
             )
             sub.add_argument("--count", type=int, default=4, help="with --server: held-out inputs to send (default: 4)")
             sub.add_argument("--output", type=Path, help="a .csv or .jsonl file (default: predictions.csv)")
-            sub.add_argument("--runtime", choices=("savedmodel", "onnx"), help="default: the SavedModel")
+            sub.add_argument(
+                "--runtime",
+                choices=("savedmodel", "onnx", "onnx-int8"),
+                help="default: the SavedModel; onnx-int8: model-int8.onnx (export.onnx_int8)",
+            )
             sub.add_argument("--top-k", type=int, help="a softmax classifier's K most probable classes (default: 1)")
             sub.add_argument("--strict", action="store_true", default=None, help="stop at the first bad input")
             target = sub.add_mutually_exclusive_group()

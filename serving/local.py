@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from kerasline.config import ExperimentConfig
 from kerasline.errors import UserError
+from kerasline.export.onnx_int8 import INT8_FILE, int8_session
 from kerasline.export.repository import versions
 from kerasline.pipelines.sources import IMAGE_SUFFIXES
 from kerasline.pipelines.table import MISSING
@@ -207,9 +208,16 @@ def signature_inputs(version_dir: Path) -> dict[str, Spec]:
 
 def load_runtime(runtime: str, version_dir: Path, task: Task) -> Runtime:
     """serving_default as a function of a batch {name: [B, ...]}: the SavedModel, or the version's model.onnx in
-    ONNX Runtime, fed as the task says (export held both to the same outputs)."""
+    ONNX Runtime, fed as the task says (export held both to the same outputs), or its int8 copy (onnx-int8:
+    export.onnx_int8, image models, which take the raw inputs)."""
     if runtime == "savedmodel":
         return SavedModelRuntime(version_dir)
+    if runtime == "onnx-int8":
+        if not (version_dir / INT8_FILE).is_file():
+            raise UserError(f"{version_dir}: no {INT8_FILE}; export the run with export.onnx_int8 = true")
+        int8 = int8_session(version_dir / INT8_FILE)
+        names = [output.name for output in int8.get_outputs()]
+        return lambda inputs: dict(zip(names, int8.run(names, inputs), strict=True))
     import onnxruntime
 
     run_dir = exported_from(version_dir)

@@ -285,20 +285,34 @@ def test_conv_macs_counts_each_conv_and_transposed_conv_at_batch_one(tmp_path):
     assert conv_macs(tmp_path / "convs.onnx") == 16 * 2 * 9 + 16 * 24
 
 
+UNET_SECTION = {
+    "experiment": "isbi_unet",
+    "overrides": [],
+    "test_metrics": {"mean_iou": 0.8, "dice": 0.9},
+    "crops_per_s": 10.0,
+    "parity_max_abs_diff": 1e-6,
+    "batch1_median_ms": {"saved_model": 80.0, "onnxruntime": 60.0, "onnxruntime_int8": 40.0},
+    "onnx_mean_iou": {"float32": 0.8, "int8": 0.79},
+    "conv_gmac_per_call": 12.0,
+    "matmul_gmac_per_s": 200.0,
+}
+
+
 def test_the_unet_conv_rate_is_its_conv_macs_over_each_runtimes_call():
     from benchmarks.run import segmentation_figures
 
-    seg = {
-        "experiment": "isbi_unet",
-        "overrides": [],
-        "test_metrics": {"mean_iou": 0.8, "dice": 0.9},
-        "crops_per_s": 10.0,
-        "parity_max_abs_diff": 1e-6,
-        "batch1_median_ms": {"saved_model": 80.0, "onnxruntime": 60.0, "onnxruntime_int8": 40.0},
-        "onnx_mean_iou": {"float32": 0.8, "int8": 0.79},
-        "conv_gmac_per_call": 12.0,
-        "matmul_gmac_per_s": 200.0,
+    rates = {
+        f.name.split(": ")[1].split(" batch-1")[0]: f for f in segmentation_figures(UNET_SECTION) if f.unit == "GMAC/s"
     }
-    rates = {f.name.split(": ")[1].split(" batch-1")[0]: f for f in segmentation_figures(seg) if f.unit == "GMAC/s"}
     assert rates["SavedModel"].value == pytest.approx(150.0) and rates["ONNX Runtime"].value == pytest.approx(200.0)
     assert rates["ONNX Runtime"].ratio == pytest.approx(1.0)  # at the matmul's rate: nothing left in float32
+
+
+def test_the_unet_int8_file_is_held_to_half_the_savedmodels_batch1_call():
+    from benchmarks.run import segmentation_figures
+
+    by_name = {f.name.split(": ", 1)[1]: f for f in segmentation_figures(UNET_SECTION)}
+    int8 = by_name["batch-1 latency, ONNX Runtime int8 (export.onnx_int8) vs SavedModel"]
+    assert (int8.value, int8.baseline, int8.ratio, int8.met) == (40.0, 80.0, 0.5, True)
+    float32 = by_name["batch-1 latency, ONNX Runtime vs SavedModel"]
+    assert float32.ratio == pytest.approx(0.75) and float32.met is False

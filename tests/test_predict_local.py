@@ -133,6 +133,10 @@ def test_strict_stops_at_the_first_bad_file(image_model, folder, tmp_path, capsy
         (["--run", "{root}"], "--run {root}: no version under {root}/exports/digits was exported from it"),
         (["--output", "{root}/digits.toml/p.csv"], "--output {root}/digits.toml/p.csv: cannot write in"),
         (["--runtime", "onnx", "--server", "http://127.0.0.1:1"], "--output, --runtime: only without --server"),
+        (
+            ["--runtime", "onnx-int8"],
+            "{root}/exports/digits/1: no model-int8.onnx; export the run with export.onnx_int8 = true",
+        ),
     ],
 )
 def test_what_cannot_be_done_is_one_line_and_exit_2(image_model, folder, tmp_path, capsys, args, message):

@@ -216,6 +216,11 @@ def _class_weights_need_labels(cfg: ExperimentConfig) -> None:
         raise ValueError("training.class_weight: weighs labels; this experiment's targets are not class labels")
 
 
+def _int8_needs_images(cfg: ExperimentConfig) -> None:
+    if cfg.export.onnx_int8 and cfg.data.input != "image":
+        raise ValueError(f"export.onnx_int8: quantises image models, but data.input is {cfg.data.input!r}")
+
+
 def _recipes_fit_the_task(cfg: ExperimentConfig) -> None:
     """Label smoothing and mixing need class labels (or masks) to smooth or mix; mixing and RandAugment, images."""
     data, augment, task = cfg.data, cfg.data.augment, task_of(cfg)
@@ -266,6 +271,7 @@ _CHECKS = (
     _recipes_fit_the_task,
     _label_budgets_need_labels,
     _fine_tuning_needs_a_backbone,
+    _int8_needs_images,
 )
 
 

@@ -250,6 +250,12 @@ class ExportConfig(Section):
     model_name: str | None = Field(None, pattern=SAFE_NAME, description="default: the experiment name")
     parity_samples: int = Field(64, ge=1, le=10_000)
     tolerance: float = Field(1e-5, gt=0, description="max abs difference across Keras, SavedModel, ONNX")
+    onnx_int8: bool = Field(
+        False,
+        description="also write model-int8.onnx, a static int8 copy of model.onnx calibrated on training images, "
+        "for ONNX Runtime on CPUs (a conv net's batch-1 call in about half the time); verification.json keeps its "
+        "differences from the Keras model",
+    )
 
 
 class BlessConfig(Section):

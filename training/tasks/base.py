@@ -182,6 +182,12 @@ class Task:
         held_out = splits.test.concatenate(splits.validation).take(self.cfg.export.parity_samples)
         return {self.cfg.data.input: np.stack([x for x, _ in held_out.as_numpy_iterator()])}
 
+    def calibration_inputs(self, count: int) -> dict[str, np.ndarray]:
+        """serving_default's raw inputs for `count` training examples, as served (not augmented): what
+        export.onnx_int8 measures its activation ranges on."""
+        train = self.load_splits().train.take(count)
+        return {self.cfg.data.input: np.stack([x for x, _ in train.as_numpy_iterator()])}
+
     def output_difference(self, name: str, got: np.ndarray, reference: dict[str, np.ndarray]) -> float:
         """The parity check's difference between an export's output `name` and the Keras model's."""
         return float(np.max(np.abs(got.astype(np.float64) - reference[name].astype(np.float64)), initial=0.0))

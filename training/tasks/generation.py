@@ -179,6 +179,9 @@ class Generation(Task):
     def sample_inputs(self) -> dict[str, np.ndarray]:
         return {"noise": fixed_noise(self.cfg.export.parity_samples, self.cfg.model.latent_dim, self.cfg.seed)}
 
+    def calibration_inputs(self, count: int) -> dict[str, np.ndarray]:
+        return {"noise": fixed_noise(count, self.cfg.model.latent_dim, self.cfg.seed + 1)}
+
     def signatures(self, model: keras.Model, onnx_model: keras.Model, run_dir: Path) -> dict[str, Signature]:
         spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="noise")
 
