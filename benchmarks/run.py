@@ -39,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,7 @@ from benchmarks.figures import (
     LoadGate,
     LoadTooHigh,
     figure_table,
+    spread,
     this_cpu,
     write_results,
 )
@@ -394,7 +396,7 @@ def latency_figures(lat: dict) -> list[Figure]:
 
 def segmentation(tmp: Path, quick: bool) -> dict:
     """Item 13: the U-Net experiment trained by `train` (timed as item 4), exported, then one whole held-out slice
-    timed through the reloaded SavedModel and ONNX Runtime."""
+    timed through the reloaded SavedModel and both ONNX files, in a fresh process (benchmarks/unet_latency.py)."""
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
     overrides = SEGMENTATION["quick" if quick else "full"]
     cfg = load_experiment(SEGMENTATION_EXPERIMENT, [*redirect, *overrides])
@@ -402,16 +404,17 @@ def segmentation(tmp: Path, quick: bool) -> dict:
     splits = task_for(cfg).load_splits()
     crops = int(splits.train.cardinality())
     version = export_run(cfg, trained["run_dir"])
-    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
-    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     image = next(splits.test.batch(1).as_numpy_iterator())[0]
+    np.save(tmp / "slice.npy", image)
+    calls, rounds = (5, 1) if quick else (20, 3)
+    command = [sys.executable, "-m", "benchmarks.unet_latency", str(version), str(tmp / "slice.npy"), str(calls)]
+    proc = subprocess.run([*command, str(rounds)], capture_output=True, text=True, cwd=perf.ROOT, timeout=600)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
+    ms_rounds = json.loads(proc.stdout.splitlines()[-1])
+    ms = {runtime: statistics.median(values) for runtime, values in ms_rounds.items()}
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     int8 = int8_session(version / INT8_FILE)  # isbi_unet.toml sets export.onnx_int8
-    calls = 5 if quick else 20
-    ms = {
-        "saved_model": median_ms(lambda: serve(image=tf.constant(image))["probabilities"].numpy(), calls, warmup=2),
-        "onnxruntime": median_ms(lambda: session.run(["probabilities"], {"image": image})[0], calls, warmup=2),
-        "onnxruntime_int8": median_ms(lambda: int8.run(["probabilities"], {"image": image})[0], calls, warmup=2),
-    }
     test = list(splits.test.as_numpy_iterator())
     verification = json.loads((version / "verification.json").read_text())
     return {
@@ -426,6 +429,7 @@ def segmentation(tmp: Path, quick: bool) -> dict:
         "parity_max_abs_diff": max(d for diffs in verification["max_abs_diff"].values() for d in diffs.values()),
         "parity_samples": verification["samples"],
         "batch1_median_ms": ms,
+        "batch1_median_ms_rounds": ms_rounds,
         "ort_vs_saved_model_batch1": ms["onnxruntime"] / ms["saved_model"],
         "conv_gmac_per_call": perf.conv_macs(version / "model.onnx") / 1e9,
         "matmul_gmac_per_s": perf.matmul_gmac_per_s(),
@@ -445,6 +449,7 @@ def mean_iou(session: ort.InferenceSession, test: list[tuple[np.ndarray, np.ndar
 
 def segmentation_figures(seg: dict) -> list[Figure]:
     name, metrics = f"segmentation {seg['experiment']} ({' '.join(seg['overrides'])})", seg["test_metrics"]
+    rounds = seg["batch1_median_ms_rounds"]
     return [
         Figure(f"{name}: test mean IoU, held-out slices", metrics["mean_iou"], "IoU"),
         Figure(f"{name}: test Dice", metrics["dice"], "Dice"),
@@ -466,6 +471,9 @@ def segmentation_figures(seg: dict) -> list[Figure]:
             "ms",
             baseline=seg["batch1_median_ms"]["saved_model"],
             target="<= 0.5",
+            value_range=spread(rounds["onnxruntime_int8"])[1],
+            baseline_range=spread(rounds["saved_model"])[1],
+            runs=len(rounds["saved_model"]),
         ),
         Figure(
             f"{name}: batch-1 latency, ONNX static int8 (QDQ) vs float32",
