@@ -37,9 +37,12 @@ onnx_int8 = true
 """
 
 
-def scaled_conv(scale: float, offset: float, second_reader: bool = False) -> onnx.ModelProto:
+def scaled_conv(
+    scale: float, offset: float, second_reader: bool = False, shared_weight: bool = False
+) -> onnx.ModelProto:
     """uint8 image [1, 6, 6, 1] → Cast → Mul(scale) → Add(offset) → Transpose to NCHW → Conv 3×3 with zero padding
-    (as tf2onnx writes Keras's Rescaling before a Conv2D); `second_reader`: Mul's output is also a graph output."""
+    (as tf2onnx writes Keras's Rescaling before a Conv2D); `second_reader`: Mul's output is also a graph output;
+    `shared_weight`: a second Conv, on the unscaled image, uses the same weights."""
     rng = np.random.default_rng(0)
     initializers = [
         numpy_helper.from_array(np.array(scale, np.float32), "scale"),
@@ -54,6 +57,10 @@ def scaled_conv(scale: float, offset: float, second_reader: bool = False) -> onn
         helper.make_node("Conv", ["nchw", "w"], ["y"], pads=[1, 1, 1, 1]),
     ]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])]
+    if shared_weight:
+        nodes.append(helper.make_node("Transpose", ["x"], ["raw_nchw"], perm=[0, 3, 1, 2]))
+        nodes.append(helper.make_node("Conv", ["raw_nchw", "w"], ["y_raw"], pads=[1, 1, 1, 1]))
+        outputs.append(helper.make_tensor_value_info("y_raw", TensorProto.FLOAT, [1, 2, 6, 6]))
     if second_reader:
         outputs.append(helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [1, 6, 6, 1]))
     image = helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 6, 6, 1])
@@ -75,11 +82,13 @@ def test_the_inputs_scale_folds_into_the_first_conv_and_gives_the_same_outputs()
     np.testing.assert_allclose(run(folded, {"image": image})[0], before, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("offset, second_reader", [(-1.0, False), (0.0, True)])
-def test_a_scale_with_an_offset_or_another_reader_is_left_alone(offset, second_reader):
+@pytest.mark.parametrize(
+    "offset, second_reader, shared_weight", [(-1.0, False, False), (0.0, True, False), (0.0, False, True)]
+)
+def test_a_scale_with_an_offset_another_reader_or_shared_weights_is_left_alone(offset, second_reader, shared_weight):
     # An offset does not fold exactly (the zero padding would have to become −offset / scale); another reader of
-    # the scaled input would lose it.
-    model = scaled_conv(1 / 127.5, offset, second_reader)
+    # the scaled input would lose it; so would another convolution of the same weights.
+    model = scaled_conv(1 / 127.5, offset, second_reader, shared_weight)
     expected = [node.op_type for node in model.graph.node]
     assert [node.op_type for node in fold_input_scale(model).graph.node] == expected
 
