@@ -189,6 +189,25 @@ def test_sparse_summaries_are_written_after_epochs_1_2_4_8_and_a_fits_last(tmp_p
     assert [e.step for e in events if e.summary.value] == written
 
 
+def test_image_pb_is_the_summary_tf_summary_image_writes(tmp_path):
+    from kerasline.training.callbacks import image_pb
+
+    image = np.random.default_rng(0).random((7, 9, 1)).astype(np.float32)
+    image[0, :3, 0] = (0.0, 1.0, 0.999)  # the ends, and a value convert_image_dtype rounds up to 255
+    with tf.summary.create_file_writer(str(tmp_path)).as_default():
+        tf.summary.image("reference", image[None], step=3)
+        tf.summary.experimental.write_raw_pb(image_pb("ours", image).SerializeToString(), step=3)
+    events = [e for path in tmp_path.glob("events*") for e in tf.compat.v1.train.summary_iterator(str(path))]
+    written = {v.tag: (e.step, v) for e in events for v in e.summary.value}
+    (reference_step, reference), (step, ours) = written["reference"], written["ours"]
+    assert step == reference_step == 3 and ours.metadata == reference.metadata  # TensorBoard's image plugin
+    (width, height, png), (*size, reference_png) = tf.make_ndarray(ours.tensor), tf.make_ndarray(reference.tensor)
+    assert [width, height] == size == [b"9", b"7"]
+    pixels = tf.io.decode_png(png).numpy()  # the same pixels (stored uncompressed)
+    np.testing.assert_array_equal(pixels, tf.io.decode_png(reference_png).numpy())
+    assert pixels[0, :3, 0].tolist() == [0, 255, 255]
+
+
 def test_weight_histograms_bucket_every_weight_over_its_range(tmp_path):
     from kerasline.training.callbacks import WeightHistograms
 
