@@ -95,9 +95,11 @@ def fold_input_scale(model: onnx.ModelProto) -> onnx.ModelProto:
         value = numpy_helper.to_array(initializers[name]) if name in initializers else None
         return float(value) if value is not None and value.size == 1 else None
 
+    outputs = {output.name for output in graph.output}
+
     def only_consumer(name: str) -> onnx.NodeProto | None:
         found = consumers.get(name, [])
-        return found[0] if len(found) == 1 and name not in {o.name for o in graph.output} else None
+        return found[0] if len(found) == 1 and name not in outputs else None
 
     for mul in graph.node:
         if mul.op_type != "Mul" or scalar(mul.input[1]) is None:

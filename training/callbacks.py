@@ -45,11 +45,11 @@ def _attention_image(x: np.ndarray, attention: np.ndarray) -> np.ndarray:
 
 def image_pb(tag: str, image: np.ndarray) -> Summary:
     """The summary `tf.summary.image(tag, image[None])` writes for one (H, W, C) image in [0, 1] (TensorBoard's image
-    plugin: the strings width, height and the PNG; pixels floor(255.5·x), as convert_image_dtype saturates). The PNG
-    is stored uncompressed: an attention matrix barely compresses (256 × 256: 65,992 bytes against 65,966), and
-    zlib took 7 ms of it at the end of an epoch, while the input pipeline filled the next one (TensorFlow 2.21)."""
+    plugin: the strings width, height and the PNG; pixels floor(255.5·x), as convert_image_dtype saturates). zlib at
+    level 1, not the default 6: at the end of an epoch, while the input pipeline fills the next one, a 256 × 256
+    attention map took 0.9 ms and 18.8 KB instead of 7.7 ms and 15.2 KB (uncompressed: 0.5 ms, 66 KB; TF 2.21)."""
     pixels = np.clip(image * 255.5, 0, 255).astype(np.uint8)
-    png = tf.io.encode_png(pixels, compression=0).numpy()
+    png = tf.io.encode_png(pixels, compression=1).numpy()
     content = np.array([str(image.shape[1]).encode(), str(image.shape[0]).encode(), png], dtype=object)
     summary = Summary()
     metadata = image_metadata.create_summary_metadata(display_name=None, description=None)
