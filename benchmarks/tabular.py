@@ -3,8 +3,8 @@
 Each shipped experiment is trained as `make train` trains it (`kerasline.train`, its own seed, a timer added to its
 callbacks) and exported (`kerasline.export_run`); its test figure is computed here from the export's
 `serving_default` called on the test split's raw columns, as a client calls it, and checked against the test
-metrics `train` reported. The baselines are fitted by this file on exactly the same split: `read_table(cfg.data,
-cfg.seed)` reads and splits the CSV as the task does and learns the same training-only statistics, and
+metrics `train` reported. The baselines are fitted by this file on exactly the same split: `task_for(cfg).splits`
+is the task's own read and split of the CSV, with its training-only statistics, and
 `TableEncoder` encodes the columns as the model sees them (numbers standardised; each id one-hot, id 0, a category
 training never saw, dropped).
 
@@ -37,7 +37,8 @@ from benchmarks.figures import Figure, figure_table
 from kerasline.config import ExperimentConfig, load_experiment
 from kerasline.export import export_run
 from kerasline.pipelines.columns import NUMBERS, Table
-from kerasline.pipelines.table import TableEncoder, TableSplits, as_tensors, read_table
+from kerasline.pipelines.table import TableEncoder, TableSplits, as_tensors
+from kerasline.training.tasks import task_for
 
 EXPERIMENTS = ("penguins_species", "penguins_body_mass")
 QUICK_OVERRIDES = ["training.epochs=3"]
@@ -184,7 +185,7 @@ def tabular_item(tmp: Path, quick: bool) -> dict:
     for name in EXPERIMENTS:
         print(f"    {name}", flush=True)
         cfg = experiment(tmp, name, quick)
-        splits = read_table(cfg.data, cfg.seed)  # as Tabular.splits reads it: the same rows, statistics, order
+        splits = task_for(cfg).splits  # what the task trains on: the same rows, statistics, order
         load_before = os.getloadavg()[0]
         trained = train_default(cfg)
         load_after = os.getloadavg()[0]
@@ -266,7 +267,7 @@ def results_section(results: dict, started: str, mode: str) -> str:
         f"This one: {mode}, started {started}{QUICK_NOTE if mode == 'quick' else ''}; raw numbers in results.json. "
         "Each experiment trained by `kerasline.train` with its shipped seed and exported; its figure is the export's "
         "`serving_default` on the test split's raw columns. Baselines fitted by the bench on the same split "
-        "(`read_table(cfg.data, cfg.seed)`: the same rows and training-only statistics) and the same encoded "
+        "(`task_for(cfg).splits`: the same rows and training-only statistics) and the same encoded "
         "features (standardised numbers, one-hot ids).",
         "",
     ]

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasline.config import AugmentConfig, DataConfig
+from kerasline.config import AugmentConfig, DataConfig, load_experiment
 from kerasline.errors import DataError
 from kerasline.pipelines.augment import make_augment
 from kerasline.pipelines.sources import load_splits
-from kerasline.training.tasks import build_inputs
+from kerasline.training.tasks import build_inputs, task_for
 
 
 def first_batch(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +34,22 @@ def test_splits_are_disjoint_and_sized_from_fractions(tiny_cfg):
     assert [len(images[n]) for n in ("test", "validation", "train")] == [60, 48, 372]  # 480 × 0.125, × 0.1, rest
     assert not set(images["test"]) & set(images["train"])
     assert not set(images["validation"]) & set(images["train"])
+
+
+@pytest.mark.parametrize("experiment", ["mnist_cnn", "isbi_unet", "penguins_species", "imdb_bow_logreg"])
+def test_split_seed_keeps_the_split_while_the_seed_changes(experiment):
+    """data.split_seed draws the split (samples, files, CSV rows, tokens), so another seed trains on the same split."""
+
+    def split_bytes(overrides: list[str]) -> dict[str, list[bytes]]:
+        splits = task_for(load_experiment(experiment, ["data.limit=400", *overrides])).load_splits()
+        return {
+            name: [b"".join(np.asarray(a).tobytes() for a in tf.nest.flatten(e)) for e in split.as_numpy_iterator()]
+            for name, split in (("validation", splits.validation), ("test", splits.test))
+        }
+
+    shipped = split_bytes([])
+    assert split_bytes(["seed=7", "data.split_seed=42"]) == shipped
+    assert split_bytes(["seed=7"])["validation"] != shipped["validation"]
 
 
 def test_same_seed_same_stream_and_epochs_differ(tiny_cfg):

@@ -127,6 +127,12 @@ class DataConfig(Section):
     num_classes: int = Field(10, ge=2, le=100_000)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.125, gt=0, lt=0.5, description="samples, folder and csv sources")
+    split_seed: int | None = Field(
+        None,
+        ge=0,
+        description="the seed that draws the splits (and labels_per_class's subset); None: the experiment's seed. "
+        "Set it to train with other seeds on the same test and validation examples",
+    )
     limit: PositiveInt | None = Field(
         None,
         description="image samples, folder and csv: use N examples, then split; tokens and tfds: at most N per split",

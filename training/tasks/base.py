@@ -60,9 +60,14 @@ class Task:
         self.cfg = cfg
 
     # Inputs
+    @property
+    def split_seed(self) -> int:
+        """The seed that draws the splits: data.split_seed, else the experiment's seed."""
+        return self.cfg.seed if self.cfg.data.split_seed is None else self.cfg.data.split_seed
+
     def load_splits(self, shard: Shard | None = None) -> Splits:
         """Unbatched (raw input, target) splits."""
-        return load_splits(self.cfg.data, self.cfg.seed, shard)
+        return load_splits(self.cfg.data, self.split_seed, shard)
 
     def augment(self) -> PairAugment:
         """`augment(x, y, seed)` for a training batch: the input changes, the target passes through."""

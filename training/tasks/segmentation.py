@@ -38,7 +38,7 @@ PALETTE = np.array(  # one colour per class, repeated past 8 classes
 
 class Segmentation(Task):
     def load_splits(self, shard: Shard | None = None) -> Splits:
-        return segmentation_splits(self.cfg.data, self.cfg.seed, shard)
+        return segmentation_splits(self.cfg.data, self.split_seed, shard)
 
     def augment(self) -> PairAugment:
         return make_joint_augment(self.cfg.data)

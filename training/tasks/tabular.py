@@ -30,7 +30,7 @@ class Tabular(Classification):
     @cached_property
     def splits(self) -> TableSplits:
         """The CSV read, typed and split, with the training split's statistics."""
-        return read_table(self.cfg.data, self.cfg.seed)
+        return read_table(self.cfg.data, self.split_seed)
 
     def load_splits(self, shard: Shard | None = None) -> Splits:
         return self.splits.encoded()
