@@ -44,7 +44,7 @@ def test_split_seed_keeps_the_split_while_the_seed_changes(experiment):
         splits = task_for(load_experiment(experiment, ["data.limit=400", *overrides])).load_splits()
         return {
             name: [b"".join(np.asarray(a).tobytes() for a in tf.nest.flatten(e)) for e in split.as_numpy_iterator()]
-            for name, split in (("validation", splits.validation), ("test", splits.test))
+            for name, split in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
         }
 
     shipped = split_bytes([])
