@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from kerasline.config import AugmentConfig, DataConfig
 from kerasline.pipelines.elastic import bilinear, elastic_coordinates
+from kerasline.pipelines.warp import affine
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
@@ -96,19 +97,6 @@ def affine_params(cfg: AugmentConfig, images: tf.Tensor, seed: tf.Tensor) -> tf.
 
 def _random_sign(seed: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
     return tf.where(tf.random.stateless_uniform([batch], seed) < 0.5, -1.0, 1.0)
-
-
-def affine(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str, interpolation: str = "BILINEAR") -> tf.Tensor:
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images,
-        transforms=transforms,
-        output_shape=tf.shape(images)[1:3],
-        fill_value=0.0,
-        interpolation=interpolation,
-        fill_mode=fill_mode.upper(),
-    )
-    out.set_shape(images.shape)
-    return out
 
 
 def randaugment(images: tf.Tensor, ops: int, magnitude: float, fill_mode: str, seed: tf.Tensor) -> tf.Tensor:

@@ -12,10 +12,11 @@ import tensorflow as tf
 
 from kerasline.config import DataConfig
 from kerasline.errors import DataError
-from kerasline.pipelines.augment import affine, affine_params, photometric
+from kerasline.pipelines.augment import affine_params, photometric
 from kerasline.pipelines.elastic import bilinear, elastic_coordinates, nearest
 from kerasline.pipelines.mixing import cutmix_masks
 from kerasline.pipelines.sources import IMAGE_SUFFIXES, BadRecords, Shard, Splits, split_files, tfds_splits_of
+from kerasline.pipelines.warp import affine
 from kerasline.shipped import find
 
 # TFDS datasets whose masks we know: the mask feature, and the class id its first class is stored as.

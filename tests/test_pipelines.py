@@ -8,6 +8,7 @@ from kerasline.config import AugmentConfig, DataConfig, load_experiment
 from kerasline.errors import DataError
 from kerasline.pipelines.augment import make_augment
 from kerasline.pipelines.sources import load_splits
+from kerasline.pipelines.warp import affine
 from kerasline.training.tasks import build_inputs, task_for
 
 
@@ -122,6 +123,28 @@ def test_translation_moves_content_without_losing_it():
     out = augment(tf.constant(image), tf.constant([5, 6], tf.int64)).numpy()
     assert out.sum() == pytest.approx(255.0, rel=0.05)  # the dot moved, it did not vanish or smear
     assert out[0, 4, 4, 0] < 255.0
+
+
+@pytest.mark.parametrize("fill_mode", ["constant", "nearest", "reflect", "wrap"])
+@pytest.mark.parametrize("interpolation", ["BILINEAR", "NEAREST"])
+def test_affine_samples_as_the_tensorflow_kernel_it_replaces(fill_mode, interpolation):
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(0, 255, (32, 7, 10, 3)), tf.float32)
+    # Rotations, shears, scales and shifts of more than a side: every fill mode's folding is reached.
+    transforms = tf.constant(rng.normal(0, 1, (32, 8)) * [1, 1, 12, 1, 1, 12, 0, 0], tf.float32)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=[7, 10],
+        fill_value=0.0,
+        interpolation=interpolation,
+        fill_mode=fill_mode.upper(),
+    ).numpy()
+    out = affine(images, transforms, fill_mode, interpolation).numpy()
+    if interpolation == "BILINEAR":
+        np.testing.assert_allclose(out, expected, atol=0.01)
+    else:  # a coordinate within rounding of a pixel's edge may pick the neighbour on another CPU's kernels
+        assert np.mean(out != expected) < 0.002
 
 
 def test_photometric_knobs_stay_in_pixel_range():

@@ -8,9 +8,10 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from kerasline.config import AugmentConfig, ConfigError, DataConfig, UNetConfig, load_experiment, validate
-from kerasline.pipelines.augment import GEOMETRIC_OPS, PIXEL_OPS, RANDAUGMENT_OPS, affine, make_augment, randaugment
+from kerasline.pipelines.augment import GEOMETRIC_OPS, PIXEL_OPS, RANDAUGMENT_OPS, make_augment, randaugment
 from kerasline.pipelines.mixing import make_mixing
 from kerasline.pipelines.segmentation import make_joint_augment
+from kerasline.pipelines.warp import affine
 from kerasline.training.tasks import build_inputs, task_for
 from kerasline.training.tasks.segmentation import segmentation_loss
 
