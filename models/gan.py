@@ -43,7 +43,8 @@ def build_discriminator(cfg: GANConfig, data: DataConfig) -> keras.Model:
         # No bias: TF's graph optimizer mis-fuses conv + bias + LeakyReLU under a gradient tape and logs an error.
         x = weighted(layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False))(x)
         x = layers.LeakyReLU(0.2)(x)
-        x = layers.Dropout(0.3)(x)
+        if cfg.discriminator_dropout:
+            x = layers.Dropout(cfg.discriminator_dropout)(x)
     x = layers.Flatten()(x)
     logits = weighted(layers.Dense(1, dtype="float32", name="logit"))(x)
     return keras.Model(images, logits, name="discriminator")

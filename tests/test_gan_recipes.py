@@ -101,12 +101,29 @@ def test_ttur_gives_the_discriminator_its_own_rate_and_the_generator_the_trainin
     assert float(same.d_optimizer.learning_rate) == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_discriminator_dropout_drops_at_its_rate_in_training_only(rate):
+    _, gan = tiny_gan(spectral_norm=False, discriminator_dropout=rate)
+    dropouts = [layer.rate for layer in gan.discriminator.layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == ([rate, rate] if rate else [])
+    images = BATCH[0] / 127.5 - 1.0
+
+    def scores(training: bool) -> np.ndarray:
+        return keras.ops.convert_to_numpy(gan.discriminator(images, training=training))
+
+    first, second, inference = scores(True), scores(True), scores(False)
+    np.testing.assert_allclose(scores(False), inference)
+    assert np.allclose(first, inference) == (rate == 0)  # training drops units only at a rate above 0,
+    assert np.allclose(first, second) == (rate == 0)  # and draws them afresh each call
+
+
 @pytest.mark.parametrize(
     "knob, value, message",
     [
         ("generator_ema", 1.0, "model.generator_ema: "),
         ("discriminator_learning_rate", 0.0, "model.discriminator_learning_rate: "),
         ("spectral_norm", "sometimes", "model.spectral_norm: "),
+        ("discriminator_dropout", 1.0, "model.discriminator_dropout: "),
     ],
 )
 def test_a_wrong_stabiliser_value_is_refused_in_one_line(knob, value, message):

@@ -348,6 +348,9 @@ class GANConfig(ImageModel):
     critic_steps: int = Field(1, ge=1, le=20, description="discriminator updates per generator update")
     beta_1: float = Field(0.5, ge=0, lt=1, description="both Adam optimizers' first-moment decay")
     beta_2: float = Field(0.999, gt=0, lt=1, description="both Adam optimizers' second-moment decay")
+    discriminator_dropout: float = Field(
+        0.3, ge=0, lt=1, description="dropout after each discriminator conv (TensorFlow's DCGAN tutorial: 0.3)"
+    )
     spectral_norm: bool = Field(
         False, description="wrap the discriminator's conv and dense layers in keras.layers.SpectralNormalization"
     )
