@@ -34,7 +34,7 @@ def _warp(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str, interpolatio
         index = first + tf.clip_by_value(row, 0, height - 1) * width + tf.clip_by_value(col, 0, width - 1)
         return tf.where(inside[..., None], tf.gather(pixels, index), 0.0)
 
-    if interpolation == "NEAREST":  # half away from zero, as the kernel's std::round: coordinates here are ≥ -0.5
+    if interpolation == "NEAREST":  # the kernel's std::round but at exactly -0.5: here pixel 0, there outside
         return read(tf.cast(tf.floor(y + 0.5), tf.int32), tf.cast(tf.floor(x + 0.5), tf.int32))
     y0, x0 = tf.floor(y), tf.floor(x)
     fy, fx = (y - y0)[..., None], (x - x0)[..., None]
