@@ -19,6 +19,7 @@ one entry per figure (benchmarks/figures.py), with each section's details.
 13. Segmentation: the U-Net experiment trained by `train`: IoU on held-out slices, throughput, parity, latency.
 14. Tabular: the penguins experiments' test accuracy / MAE beside baselines fitted on the same split.
 15. Transfer: test accuracy from scratch and from an earlier run (`model.init_from`) with few labels per class.
+16. Issue #17's targets, only with `--targets`: each experiment as shipped, its test figure beside its baseline.
 
 Before each section, and before each run of the race, the load gate waits (up to 2 minutes) for the 1-minute load
 average, or the CPU time others use, to allow timing, and refuses (exit status 3) if it does not; `--allow-load`
@@ -27,7 +28,8 @@ times anyway and marks the figures invalid. The whole run is sized for 45 minute
 
 `python -m benchmarks.run [--quick] [--allow-load] [--out PATH]`
 `python -m benchmarks.run --perf [--quick]` runs items 10-12 and the levers (PyTorch: the `bench` extra).
-`python -m benchmarks.run --tabular [--quick]` runs item 14 alone; `--transfer [--quick]` item 15, all of it.
+`python -m benchmarks.run --tabular [--quick]` runs item 14 alone; `--transfer [--quick]` item 15, all of it;
+`--targets [--quick]` item 16, issue #17's targets (about 20 minutes: not part of the whole run).
 `python -m benchmarks.run --soak [--quick]` runs the soak item alone (benchmarks/soak.py; never part of the full run).
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
 (real TF Serving) that serves the repository DIR.
@@ -55,7 +57,7 @@ import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 
-from benchmarks import first_run, generative, perf, serving, soak, tabular, transfer, zoo
+from benchmarks import first_run, generative, perf, serving, soak, tabular, targets, transfer, zoo
 from benchmarks.common import overhead_figure, pipeline_overhead, steady, train_default, with_marked_section
 from benchmarks.figures import (
     LOAD_LIMIT,
@@ -128,7 +130,7 @@ class Bench:
     """The sections run so far: each one's details, time and gate reading, and every figure. results.json is
     rewritten after each section, so a run stopped or refused part-way keeps what it measured."""
 
-    run: str  # which sections: "all", "perf", "tabular", "transfer", "soak" or "serving"
+    run: str  # which sections: "all", "perf", "tabular", "transfer", "targets", "soak" or "serving"
     quick: bool
     gate: LoadGate
     out: Path
@@ -605,13 +607,14 @@ def performance(bench: Bench, tmp: Path, plan: dict) -> None:
 
 
 def write_results_md(bench: Bench) -> None:
-    """benchmarks/RESULTS.md from a run that is not --quick: the performance part when the race ran, and the tabular
-    and transfer sections when their items ran in full; every other part as the file holds it."""
+    """benchmarks/RESULTS.md from a run that is not --quick: the performance part when the race ran, and the tabular,
+    transfer and targets sections when their items ran in full; every other part as the file holds it."""
     sections = {name: s["details"] for name, s in bench.sections.items()}
     ran = {
         "performance": "race" in sections,
         "tabular": "tabular" in sections,
         "transfer": bench.run == "transfer",  # the whole run's item 15 is a part of it
+        "targets": "targets" in sections,
     }
     if bench.quick or not any(ran.values()):
         return
@@ -628,6 +631,12 @@ def write_results_md(bench: Bench) -> None:
         transfer.results_section(sections["transfer"], bench.started, bench.mode) if ran["transfer"] else None
     )
     markdown = with_marked_section(markdown, current, (transfer.SECTION_BEGIN, transfer.SECTION_END), transfer_section)
+    targets_section = (
+        targets.results_section(sections["targets"], bench.started, bench.machine["cpu"]["summary"])
+        if ran["targets"]
+        else None
+    )
+    markdown = with_marked_section(markdown, current, (targets.SECTION_BEGIN, targets.SECTION_END), targets_section)
     # Written by hand: what was tried for each experiment's figure, on validation (no bench item reruns those runs).
     write_text_atomic(perf.RESULTS_MD, with_marked_section(markdown, current, RECIPES_MARKERS))
 
@@ -668,12 +677,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perf", action="store_true", help="items 10-12 and the levers: PyTorch race, pipelines, ONNX")
     parser.add_argument("--tabular", action="store_true", help="item 14 only: the penguins experiments, baselines")
     parser.add_argument("--transfer", action="store_true", help="item 15 only, all of it: init_from against scratch")
+    parser.add_argument("--targets", action="store_true", help="item 16 only: issue #17's targets, about 20 min")
     parser.add_argument("--soak", action="store_true", help="the soak run alone: 16 clients, 10 min")
     parser.add_argument("--server", help="item 6 only, against this REST URL (e.g. real TF Serving)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="with --server: its gRPC address")
     parser.add_argument("--repo", type=Path, help="with --server: the repository it serves (in-process reference)")
     args = parser.parse_args(argv)
-    run = next((name for name in ("soak", "server", "perf", "tabular", "transfer") if getattr(args, name)), "all")
+    run = next(
+        (name for name in ("soak", "server", "perf", "tabular", "transfer", "targets") if getattr(args, name)), "all"
+    )
     # --quick never waits: its figures are for checking that the bench runs, not for reading.
     wait_s = 0 if args.quick else SAMPLE_S if args.allow_load else LOAD_WAIT_S
     gate = LoadGate(wait_s=wait_s, allow=args.quick or args.allow_load, limit=LOAD_LIMIT)
@@ -699,6 +711,13 @@ def main(argv: list[str] | None = None) -> int:
                     "init_from against scratch with few labels per class (item 15)",
                     lambda: transfer.transfer_item(Path(tmp), args.quick),
                     transfer.figures,
+                )
+            elif run == "targets":
+                bench.section(
+                    "targets",
+                    "issue #17's experiments as shipped, beside their baselines (item 16)",
+                    lambda: targets.targets_item(Path(tmp), args.quick),
+                    targets.figures,
                 )
             else:
                 whole_run(bench, Path(tmp))

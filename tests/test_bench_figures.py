@@ -322,3 +322,33 @@ def test_the_unet_int8_file_is_held_to_half_the_savedmodels_batch1_call():
     assert (int8.value_range, int8.baseline_range, int8.runs) == ((39.0, 41.0), (78.0, 83.0), 3)
     float32 = by_name["batch-1 latency, ONNX Runtime vs SavedModel"]
     assert float32.ratio == pytest.approx(0.75) and float32.met is False
+
+
+def test_the_targets_figures_hold_each_experiment_to_issue_17s_bound():
+    from benchmarks.targets import SECTION_BEGIN, SECTION_END, figures, results_section
+
+    def run(**metrics: float) -> dict:
+        return {"test_metrics": metrics, "wall_s": 60.0}
+
+    results = {
+        "mnist_cnn": run(accuracy=0.988),
+        "mnist_best": run(accuracy=0.996),
+        "imdb_bow_logreg": run(accuracy=0.828),
+        "imdb_wide_deep": run(accuracy=0.852),
+        "isbi_unet": run(mean_iou=0.802),
+        "digits_dcgan": {"frechet": 18.1, "class_entropy": 2.29, "wall_s": 480.0},
+        "real_digits": {"frechet": 4.3},
+    }
+    by_name = {f.name.removeprefix("targets "): f for f in figures(results)}
+    assert by_name["mnist_best: test accuracy"].met
+    assert by_name["mnist_best: test accuracy vs mnist_cnn"].ratio == pytest.approx(0.996 / 0.988)
+    assert by_name["imdb_wide_deep: test accuracy"].met is False  # 85.2% < 86%
+    lead = by_name["imdb_wide_deep: lead over imdb_bow_logreg, points"]
+    assert lead.value == pytest.approx(2.4) and lead.met is False  # ≥ 3 points over the bag of words
+    assert by_name["isbi_unet: test mean IoU"].met is False
+    assert by_name["digits_dcgan: Fréchet distance to test digits"].met  # ≤ 20 on the value: no baseline there
+    assert by_name["digits_dcgan: entropy of predicted classes (uniform 2.30)"].met
+    section = results_section(results, "2026-11-29T22:00:00+00:00", "AMD EPYC")
+    assert section.startswith(SECTION_BEGIN) and section.rstrip().endswith(SECTION_END)
+    assert "| isbi_unet: test mean IoU | 0.802 |  | >= 0.82 | not met |" in section
+    assert "`digits_dcgan` 8.0" in section
