@@ -123,6 +123,20 @@ SEGMENTATION = {
 }
 # Item 15 in the whole run: the UCI comparison at 10 labels per class; `--transfer` runs the item in full.
 TRANSFER_BUDGETS = (10,)
+# The items a flag runs alone, in full: (title, item(tmp, quick) → details, figures(details)).
+ALONE = {
+    "tabular": ("the penguins experiments beside baselines (item 14)", tabular.tabular_item, tabular.figures),
+    "transfer": (
+        "init_from against scratch with few labels per class (item 15)",
+        transfer.transfer_item,
+        transfer.figures,
+    ),
+    "targets": (
+        "issue #17's experiments as shipped, beside their baselines (item 16)",
+        targets.targets_item,
+        targets.figures,
+    ),
+}
 
 
 @dataclass
@@ -683,9 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc", metavar="HOST:PORT", help="with --server: its gRPC address")
     parser.add_argument("--repo", type=Path, help="with --server: the repository it serves (in-process reference)")
     args = parser.parse_args(argv)
-    run = next(
-        (name for name in ("soak", "server", "perf", "tabular", "transfer", "targets") if getattr(args, name)), "all"
-    )
+    run = next((name for name in ("soak", "server", "perf", *ALONE) if getattr(args, name)), "all")
     # --quick never waits: its figures are for checking that the bench runs, not for reading.
     wait_s = 0 if args.quick else SAMPLE_S if args.allow_load else LOAD_WAIT_S
     gate = LoadGate(wait_s=wait_s, allow=args.quick or args.allow_load, limit=LOAD_LIMIT)
@@ -698,27 +710,9 @@ def main(argv: list[str] | None = None) -> int:
                 serving_only(bench, args)
             elif run == "perf":
                 performance(bench, Path(tmp), perf.PLANS["perf-quick" if args.quick else "perf"])
-            elif run == "tabular":
-                bench.section(
-                    "tabular",
-                    "the penguins experiments beside baselines (item 14)",
-                    lambda: tabular.tabular_item(Path(tmp), args.quick),
-                    tabular.figures,
-                )
-            elif run == "transfer":
-                bench.section(
-                    "transfer",
-                    "init_from against scratch with few labels per class (item 15)",
-                    lambda: transfer.transfer_item(Path(tmp), args.quick),
-                    transfer.figures,
-                )
-            elif run == "targets":
-                bench.section(
-                    "targets",
-                    "issue #17's experiments as shipped, beside their baselines (item 16)",
-                    lambda: targets.targets_item(Path(tmp), args.quick),
-                    targets.figures,
-                )
+            elif run in ALONE:
+                title, item, figures = ALONE[run]
+                bench.section(run, title, lambda: item(Path(tmp), args.quick), figures)
             else:
                 whole_run(bench, Path(tmp))
     except LoadTooHigh as refusal:
