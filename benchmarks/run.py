@@ -29,7 +29,7 @@ times anyway and marks the figures invalid. The whole run is sized for 45 minute
 `python -m benchmarks.run [--quick] [--allow-load] [--out PATH]`
 `python -m benchmarks.run --perf [--quick]` runs items 10-12 and the levers (PyTorch: the `bench` extra).
 `python -m benchmarks.run --tabular [--quick]` runs item 14 alone; `--transfer [--quick]` item 15, all of it;
-`--targets [--quick]` item 16, issue #17's targets (about 20 minutes: not part of the whole run).
+`--targets [--quick]` item 16, issue #17's targets (17 minutes on a Zen 5: not part of the whole run).
 `python -m benchmarks.run --soak [--quick]` runs the soak item alone (benchmarks/soak.py; never part of the full run).
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
 (real TF Serving) that serves the repository DIR.
@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perf", action="store_true", help="items 10-12 and the levers: PyTorch race, pipelines, ONNX")
     parser.add_argument("--tabular", action="store_true", help="item 14 only: the penguins experiments, baselines")
     parser.add_argument("--transfer", action="store_true", help="item 15 only, all of it: init_from against scratch")
-    parser.add_argument("--targets", action="store_true", help="item 16 only: issue #17's targets, about 20 min")
+    parser.add_argument("--targets", action="store_true", help="item 16 only: issue #17's targets, 17 min on a Zen 5")
     parser.add_argument("--soak", action="store_true", help="the soak run alone: 16 clients, 10 min")
     parser.add_argument("--server", help="item 6 only, against this REST URL (e.g. real TF Serving)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="with --server: its gRPC address")
