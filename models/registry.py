@@ -23,6 +23,7 @@ from kerasline.config import (
 )
 from kerasline.models.autoencoder import build_autoencoder
 from kerasline.models.cnn import build_cnn
+from kerasline.models.ensemble import build_ensemble
 from kerasline.models.gan import build_generator
 from kerasline.models.lenet import build_lenet
 from kerasline.models.mlp import build_mlp
@@ -56,5 +57,10 @@ BUILDERS: dict[type, Builder] = {
 
 def build_model(cfg: ExperimentConfig, **from_data: Any) -> keras.Model:
     """The model of `cfg.model`'s family, for `cfg.data`'s inputs (for dcgan: the generator). `from_data`: what
-    the data decides beyond the config, for the builders that take it (a csv's `table`)."""
-    return BUILDERS[type(cfg.model)](cfg.model, cfg.data, **from_data)
+    the data decides beyond the config, for the builders that take it (a csv's `table`). A deep ensemble of that
+    model where `model.members` asks for one (models/ensemble.py)."""
+    build = BUILDERS[type(cfg.model)]
+    members = getattr(cfg.model, "members", 1)
+    if members > 1:
+        return build_ensemble(lambda: build(cfg.model, cfg.data, **from_data), members)
+    return build(cfg.model, cfg.data, **from_data)

@@ -19,6 +19,7 @@ FAMILIES = {
     "rnn": ({"units": 4, "embedding_dim": 4, "summary": "max", "bag_of_words": True, "bigram_buckets": 16}, TOKENS),
     "transformer": ({"d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8, "position": "sinusoidal"}, TOKENS),
     "unet": ({"depth": 2, "filters": 4, "decoder": "upsampling"}, {**IMAGE, "task": "segmentation", "num_classes": 2}),
+    "cnn_members": ({"name": "cnn", "filters": [4], "members": 2}, IMAGE),  # models/ensemble.py's loss and metrics
 }
 # Generative families: no class probabilities. Autoencoders train image → image; dcgan's model is its generator
 # (noise → image), which the script trains against the discriminator, as the generation task does.
@@ -77,7 +78,7 @@ SCRIPT = textwrap.dedent(
             loss = model.fit(x, x / 255, epochs=1, verbose=0).history["loss"][0]
             out[name] = {"loss": float(loss), "shape": list(model.predict(x, verbose=0).shape[1:])}
             continue
-        model.compile("adam", "sparse_categorical_crossentropy")
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy())  # a Loss, as the tasks compile with
         if cfg.data.input == "image":
             x = rng.uniform(0, 255, (8, *cfg.data.image_shape)).astype("float32")
         else:

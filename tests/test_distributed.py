@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -19,7 +21,7 @@ SCRIPT = textwrap.dedent(
     from kerasline.training.strategy import make_strategy
 
     no_augment = ["data.augment.translation=0", "data.augment.rotation=0"]
-    cfg = load_experiment(sys.argv[1], ["training.strategy=mirrored", *no_augment])
+    cfg = load_experiment(sys.argv[1], ["training.strategy=mirrored", *no_augment, *sys.argv[2:]])
 
     # One SGD step on the same global batch: 2 replicas of 16 must match 1 device of 32.
     x = np.random.default_rng(0).uniform(0, 255, (32, 28, 28, 1)).astype("float32")
@@ -42,9 +44,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_two_replica_mirrored_strategy_on_logical_cpus(tiny_experiment):
+@pytest.mark.parametrize("overrides", [[], ["model.members=2", "model.l2=0.01"]], ids=["one model", "an ensemble"])
+def test_two_replica_mirrored_strategy_on_logical_cpus(tiny_experiment, overrides):
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tiny_experiment)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", SCRIPT, str(tiny_experiment), *overrides], capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -107,8 +107,27 @@ class BatchNormKnob(Section):
     )
 
 
+class EnsembleKnob(InitFrom):
+    """Families whose model can be a deep ensemble: the image classifiers and the U-Net."""
+
+    members: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="a deep ensemble (Lakshminarayanan et al., 2017): N copies of the model, each with its own "
+        "initial weights and dropout, trained side by side on the same batches, each on its own loss; the "
+        "metrics, the report and the export take their mean output (N× the compute and the weights)",
+    )
+
+    @model_validator(mode="after")
+    def _ensembles_start_from_scratch(self) -> "EnsembleKnob":
+        if self.members > 1 and (self.init_from or self.has_backbone):
+            raise ValueError("model.members: an ensemble starts from scratch; unset model.init_from and model.backbone")
+        return self
+
+
 @family
-class CNNConfig(BatchNormKnob, ImageModel):
+class CNNConfig(BatchNormKnob, EnsembleKnob, ImageModel):
     """A VGG-style stack: blocks of 3×3 convs, each block ending in 2×2 max-pooling."""
 
     default_space: ClassVar[dict] = {  # what `kerasline tune` searches when [tune.space] is empty
@@ -174,7 +193,7 @@ class MLPConfig(BigramKnob, ImageModel):
 
 
 @family
-class LeNetConfig(ImageModel):
+class LeNetConfig(EnsembleKnob, ImageModel):
     """LeNet-style: 5×5 convs to 6 and 16 channels, each then 2×2 max-pooling; dense 120 → 84 → classes."""
 
     default_space: ClassVar[dict] = {
@@ -189,7 +208,7 @@ class LeNetConfig(ImageModel):
 
 
 @family
-class WideCNNConfig(BatchNormKnob, ImageModel):
+class WideCNNConfig(BatchNormKnob, EnsembleKnob, ImageModel):
     """Six 3×3 convs (32, 64, 128, 128, 256, 256), BatchNorm after the 1st, 3rd and 5th, a max-pool after
     every second; dropout; dense 1024 → 512 → classes."""
 
@@ -206,7 +225,7 @@ class WideCNNConfig(BatchNormKnob, ImageModel):
 
 
 @family
-class ResNetConfig(BatchNormKnob, ImageModel):
+class ResNetConfig(BatchNormKnob, EnsembleKnob, ImageModel):
     """A small ResNet: a 3×3 stem, stages of basic residual blocks (the first of each later stage halves
     the side and doubles the width), global average pooling, a dense classifier."""
 
@@ -302,7 +321,7 @@ class TransformerConfig(EncoderKnobs, SequenceModel):
 
 
 @family
-class ViTConfig(EncoderKnobs, ImageModel):
+class ViTConfig(EncoderKnobs, EnsembleKnob, ImageModel):
     """A Vision Transformer (Dosovitskiy et al., 2021): non-overlapping patches, linearly embedded, plus
     learned positions, through encoder blocks, mean pooled."""
 
@@ -407,7 +426,7 @@ class VAEConfig(AutoencoderConfig):
 
 
 @family
-class UNetConfig(BatchNormKnob, ImageModel):
+class UNetConfig(BatchNormKnob, EnsembleKnob, ImageModel):
     """A U-Net (Ronneberger et al., 2015): an encoder of conv blocks and 2×2 max-pools, a decoder that upsamples
     and concatenates the encoder's block at the same scale (the skip), then a per-pixel softmax."""
 
