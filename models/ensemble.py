@@ -15,11 +15,14 @@ class Ensemble(keras.Model):
     its own regularisers, so each member's gradient is the one it would have alone, divided by N (a scale Adam's
     steps do not see), and `compute_metrics` scores the members' mean."""
 
+    @property
+    def members(self) -> list[keras.Model]:
+        return [layer for layer in self.layers if isinstance(layer, keras.Model)]
+
     def call(self, inputs, training=None):
         if not training:
             return super().call(inputs, training=training)
-        members = [layer for layer in self.layers if isinstance(layer, keras.Model)]
-        return ops.stack([member(inputs, training=True) for member in members], axis=1)
+        return ops.stack([member(inputs, training=True) for member in self.members], axis=1)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not self._stacked(y_pred):

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from kerasline.config import ConfigError, load_experiment, validate
 from kerasline.models import build_model
+from kerasline.training.init_from import initialise, read_source
 from kerasline.training.tasks import task_for
 
 CNN = {"name": "cnn", "filters": [4], "convs_per_block": 1, "dense_units": 8, "dropout": 0.0, "l2": 1e-2}
@@ -27,10 +28,6 @@ def _ensemble_and_batch(model: dict, data: dict, members: int = 3):
     return ensemble, task, x, y
 
 
-def _members(ensemble: keras.Model) -> list[keras.Model]:
-    return [layer for layer in ensemble.layers if isinstance(layer, keras.Model)]
-
-
 @pytest.mark.parametrize(
     "model, data",
     [
@@ -44,18 +41,18 @@ def test_each_member_steps_as_it_would_alone(model, data):
     task's loss and its own regularisers, at 1/N the learning rate: the ensemble's loss is the members' mean."""
     ensemble, task, x, y = _ensemble_and_batch(model, data)
     alone = []
-    for member in _members(ensemble):
+    for member in ensemble.members:
         copy = keras.models.clone_model(member)
         copy.set_weights(member.get_weights())
         copy.compile(optimizer=keras.optimizers.SGD(0.1 / 3), loss=task.build_losses())
         alone.append(copy)
     ensemble.compile(optimizer=keras.optimizers.SGD(0.1), loss=task.build_losses(), metrics=task.build_metrics())
-    before = [member.get_weights() for member in _members(ensemble)]
+    before = [member.get_weights() for member in ensemble.members]
 
     ensemble.train_on_batch(x, y)
     for copy in alone:
         copy.train_on_batch(x, y)
-    for member, copy, start in zip(_members(ensemble), alone, before, strict=True):
+    for member, copy, start in zip(ensemble.members, alone, before, strict=True):
         moved = [np.abs(w - w0).max() for w, w0 in zip(member.get_weights(), start, strict=True)]
         assert max(moved) > 1e-4  # the step did move it
         for got, want in zip(member.get_weights(), copy.get_weights(), strict=True):
@@ -65,7 +62,7 @@ def test_each_member_steps_as_it_would_alone(model, data):
 def test_predictions_and_validation_are_the_members_mean():
     ensemble, task, x, y = _ensemble_and_batch(CNN, {"image_shape": [12, 12, 1], "num_classes": 4})
     ensemble.compile(optimizer="adam", loss=task.build_losses(), metrics=task.build_metrics())
-    mean = np.mean([member(x, training=False) for member in _members(ensemble)], axis=0)
+    mean = np.mean([member(x, training=False) for member in ensemble.members], axis=0)
     np.testing.assert_allclose(ensemble.predict(x, verbose=0), mean, rtol=1e-5, atol=1e-7)
     loss, accuracy = ensemble.evaluate(x, y, verbose=0)
     regularisers = sum(float(tf.reduce_sum(r)) for r in ensemble.losses)
@@ -107,6 +104,13 @@ def test_an_ensemble_trains_tests_and_exports_its_mean(tiny_experiment, keraslin
     ensemble = build_model(cfg)
     ensemble.load_weights(root / "runs" / "tiny" / "run-001" / "best.weights.h5")
     images = np.random.default_rng(1).integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
-    mean = np.mean([m(images.astype(np.float32), training=False) for m in _members(ensemble)], axis=0)
+    mean = np.mean([m(images.astype(np.float32), training=False) for m in ensemble.members], axis=0)
     served = tf.saved_model.load(str(export)).signatures["serving_default"](image=tf.constant(images))
     np.testing.assert_allclose(served["probabilities"].numpy(), mean, rtol=1e-5, atol=1e-6)
+
+    # A single model started from the ensemble's run (model.init_from) takes its first member, whole.
+    single = build_model(load_experiment(str(tiny_experiment)))
+    report = initialise(single, read_source(str(root / "runs" / "tiny" / "run-001")), None)
+    assert report["loaded"] and not report["new"] and not report["skipped"]
+    for got, want in zip(single.get_weights(), ensemble.members[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -20,6 +20,7 @@ import numpy as np
 from kerasline.config import ExperimentConfig, load_experiment
 from kerasline.errors import UserError
 from kerasline.files import write_text_atomic
+from kerasline.models.ensemble import Ensemble
 from kerasline.training.runs import resumable, run_dirs
 from kerasline.training.tasks import task_for
 
@@ -62,6 +63,8 @@ def read_source(source: str) -> Source:
     except Exception as e:  # h5py, Keras's layer-count and shape checks: each with its own exception type
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise UserError(f"model.init_from: {run}: its best.weights.h5 cannot be read ({reason})") from None
+    if isinstance(model, Ensemble):  # its first member: every member's layers have the same names
+        model = model.members[0]
     return Source(run, {key: layer.get_weights() for key, layer in by_key(weighted_layers(model)).items()})
 
 
