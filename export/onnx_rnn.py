@@ -18,11 +18,20 @@ import tensorflow as tf
 
 
 def for_onnx(model: keras.Model) -> keras.Model:
-    """`model`, sharing its layers, with each LSTM or GRU layer, or Bidirectional of one, computed on packed steps;
-    the model itself when it has none."""
-    if not any(_packable(layer) for layer in model.layers):
+    """`model`, sharing its layers, with each LSTM or GRU layer, or Bidirectional of one, computed on packed steps,
+    in nested models too (an ensemble's members); the model itself when it has none."""
+    if not any(_packable(layer) for layer in _nested_layers(model)):
         return model
-    return keras.models.clone_model(model, clone_function=lambda lay: PackedRNN(lay) if _packable(lay) else lay)
+    return keras.models.clone_model(model, clone_function=_packed, recursive=True)
+
+
+def _nested_layers(model: keras.Model):
+    for layer in model.layers:
+        yield from _nested_layers(layer) if isinstance(layer, keras.Model) else [layer]
+
+
+def _packed(layer: keras.layers.Layer) -> keras.layers.Layer:
+    return PackedRNN(layer) if _packable(layer) else layer
 
 
 def _packable(layer: keras.layers.Layer) -> bool:

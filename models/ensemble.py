@@ -13,7 +13,8 @@ class Ensemble(keras.Model):
     """Inference (`training=False`): the members' mean output, the shape of one member's, [B, ...]. Training: the
     members' outputs stacked, [B, N, ...]: `compute_loss` is then the mean of the members' own losses, each with
     its own regularisers, so each member's gradient is the one it would have alone, divided by N (a scale Adam's
-    steps do not see), and `compute_metrics` scores the members' mean."""
+    steps do not see; SGD's do, and a global clipnorm sees all the members' gradients together), and
+    `compute_metrics` scores the members' mean."""
 
     @property
     def members(self) -> list[keras.Model]:

@@ -15,6 +15,8 @@ from kerasline.training.tasks import task_for
 
 CNN = {"name": "cnn", "filters": [4], "convs_per_block": 1, "dense_units": 8, "dropout": 0.0, "l2": 1e-2}
 UNET = {"name": "unet", "depth": 1, "filters": 2, "loss": "ce_dice"}
+TRANSFORMER = {"name": "transformer", "d_model": 8, "heads": 2, "layers": 1, "ff_dim": 8, "dropout": 0.0}
+TOKENS = {"input": "tokens", "name": "imdb_vocab500", "num_classes": 2, "sequence_length": 12, "vocab_size": 50}
 
 
 def _ensemble_and_batch(model: dict, data: dict, members: int = 3):
@@ -22,7 +24,10 @@ def _ensemble_and_batch(model: dict, data: dict, members: int = 3):
     keras.utils.set_random_seed(3)
     ensemble, task = build_model(cfg), task_for(cfg)
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (8, *cfg.data.image_shape)).astype(np.float32)
+    if cfg.data.input == "tokens":
+        x = rng.integers(0, cfg.data.vocab_size, (8, cfg.data.sequence_length)).astype(np.int32)  # 0: padding
+    else:
+        x = rng.uniform(0, 255, (8, *cfg.data.image_shape)).astype(np.float32)
     label_shape = (8, *cfg.data.image_shape[:2]) if model["name"] == "unet" else (8,)
     y = rng.integers(0, cfg.data.num_classes, label_shape)
     return ensemble, task, x, y
@@ -33,8 +38,9 @@ def _ensemble_and_batch(model: dict, data: dict, members: int = 3):
     [
         (CNN, {"image_shape": [12, 12, 1], "num_classes": 4}),
         (UNET, {"task": "segmentation", "image_shape": [8, 8, 1], "num_classes": 3}),
+        (TRANSFORMER, TOKENS),
     ],
-    ids=["cnn with l2", "unet's crossentropy and dice"],
+    ids=["cnn with l2", "unet's crossentropy and dice", "transformer on tokens"],
 )
 def test_each_member_steps_as_it_would_alone(model, data):
     """One SGD step of the ensemble moves each member as one step of that member alone, on the same batch with the

@@ -22,8 +22,9 @@ def rnn_model(cfg) -> keras.Model:
     """The rnn family's model with an embedding as large as a trained one: the fresh one, within ±0.05, leaves the
     outputs too flat for a wrong step to show."""
     model = build_model(cfg)
-    table = model.get_layer("embedding").embeddings
-    table.assign(np.random.default_rng(5).normal(size=table.shape).astype(np.float32))
+    for i, member in enumerate(getattr(model, "members", [model])):  # an ensemble's, each its own
+        table = member.get_layer("embedding").embeddings
+        table.assign(np.random.default_rng(5 + i).normal(size=table.shape).astype(np.float32))
     return model
 
 
@@ -66,13 +67,20 @@ def test_packed_rnn_gives_the_keras_layer_outputs_for_any_mask(rnn):
     np.testing.assert_allclose(probabilities, model(tokens, training=False).numpy(), atol=1e-6)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_masked_bidirectional_rnn_exports_native_rnn_nodes_that_match_keras(tmp_path, cell):
+@pytest.mark.parametrize("cell, members", [("lstm", 1), ("gru", 1), ("lstm", 2)])
+def test_masked_bidirectional_rnn_exports_native_rnn_nodes_that_match_keras(tmp_path, cell, members):
     cfg = validate(
         {
             "name": cell,
             "data": DATA,
-            "model": {"name": "rnn", "cell": cell, "units": 8, "embedding_dim": 8, "summary": "mean"},
+            "model": {
+                "name": "rnn",
+                "cell": cell,
+                "units": 8,
+                "embedding_dim": 8,
+                "summary": "mean",
+                "members": members,
+            },
             "export": {"dir": str(tmp_path / "exports"), "parity_samples": 16},
         }
     )
@@ -84,7 +92,7 @@ def test_masked_bidirectional_rnn_exports_native_rnn_nodes_that_match_keras(tmp_
 
     assert json.loads((version / "verification.json").read_text())["passed"]
     ops = [node.op_type for node in onnx.load(version / "model.onnx").graph.node]
-    assert "Loop" not in ops and ops.count(cell.upper()) == 2  # one per direction
+    assert "Loop" not in ops and ops.count(cell.upper()) == 2 * members  # one per direction, in every member
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     tokens = padded_tokens()
     (probabilities,) = session.run(["probabilities"], {"tokens": tokens})

@@ -108,7 +108,7 @@ class BatchNormKnob(Section):
 
 
 class EnsembleKnob(InitFrom):
-    """Families whose model can be a deep ensemble: the image classifiers and the U-Net."""
+    """Families whose model can be a deep ensemble: the classifiers trained from scratch and the U-Net."""
 
     members: int = Field(
         1,
@@ -270,7 +270,7 @@ class PretrainedConfig(ImageModel):
 
 
 @family
-class RNNConfig(SequenceModel):
+class RNNConfig(EnsembleKnob, SequenceModel):
     """Embedding → (Bidirectional) LSTM or GRU layers → a summary of the sequence → softmax."""
 
     default_space: ClassVar[dict] = {
@@ -307,7 +307,7 @@ class EncoderKnobs(Section):
 
 
 @family
-class TransformerConfig(EncoderKnobs, SequenceModel):
+class TransformerConfig(EncoderKnobs, EnsembleKnob, SequenceModel):
     """A Transformer encoder text classifier: token + position embedding, encoder blocks, mean pooling."""
 
     default_space: ClassVar[dict] = {
