@@ -74,7 +74,7 @@ tensorboard: setup  ## serve runs/ on 127.0.0.1 (PORT=6006)
 test: setup  ## the test suite (what CI runs)
 	$(BIN)/pytest -n 2 --dist loadfile
 
-bench: setup  ## benchmarks, 45 min on 2 idle cores (refuses if loaded): results.json, RESULTS.md (BENCH="--quick": 8 min; "--allow-load"; "--perf"; "--targets": issue #17's figures, 21 min)
+bench: setup  ## benchmarks, 45 min on 2 idle cores (refuses if loaded): results.json, RESULTS.md (BENCH="--quick": 8 min; "--allow-load"; "--perf"; "--targets": issue #17's figures, 23 min)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python -m benchmarks.run $(BENCH)
 

@@ -29,7 +29,7 @@ times anyway and marks the figures invalid. The whole run is sized for 45 minute
 `python -m benchmarks.run [--quick] [--allow-load] [--out PATH]`
 `python -m benchmarks.run --perf [--quick]` runs items 10-12 and the levers (PyTorch: the `bench` extra).
 `python -m benchmarks.run --tabular [--quick]` runs item 14 alone; `--transfer [--quick]` item 15, all of it;
-`--targets [--quick]` item 16, issue #17's targets (21 minutes on a Zen 5: not part of the whole run).
+`--targets [--quick]` item 16, issue #17's targets (23 minutes on a Zen 5: not part of the whole run).
 `python -m benchmarks.run --soak [--quick]` runs the soak item alone (benchmarks/soak.py; never part of the full run).
 `python -m benchmarks.run --server URL --grpc HOST:PORT --repo DIR` runs item 6 alone against a running server
 (real TF Serving) that serves the repository DIR.

@@ -11,7 +11,7 @@ seed, one run) and its test figure beside its baseline and its target.
   the test digits, and the entropy of their predicted classes. The validation digits against the test digits are
   the reference. The `mnist_cnn` run above is the classifier.
 
-Accuracy figures, not speed figures: each run's wall time is recorded, not judged. About 21 minutes on 2 AMD
+Accuracy figures, not speed figures: each run's wall time is recorded, not judged. About 23 minutes on 2 AMD
 EPYC Zen 5 cores (the GAN's 100 epochs are 8 of them), so the 45-minute whole run leaves it out.
 `python -m benchmarks.run --targets [--quick]` writes results.json and this item's section of RESULTS.md.
 """
