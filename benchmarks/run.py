@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--perf", action="store_true", help="items 10-12 and the levers: PyTorch race, pipelines, ONNX")
     parser.add_argument("--tabular", action="store_true", help="item 14 only: the penguins experiments, baselines")
     parser.add_argument("--transfer", action="store_true", help="item 15 only, all of it: init_from against scratch")
-    parser.add_argument("--targets", action="store_true", help="item 16 only: issue #17's targets, 17 min on a Zen 5")
+    parser.add_argument("--targets", action="store_true", help="item 16 only: issue #17's targets, 23 min on a Zen 5")
     parser.add_argument("--soak", action="store_true", help="the soak run alone: 16 clients, 10 min")
     parser.add_argument("--server", help="item 6 only, against this REST URL (e.g. real TF Serving)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="with --server: its gRPC address")
