@@ -16,18 +16,15 @@ in that pattern over the layer's own weights (`_gru_steps`).
 import keras
 import tensorflow as tf
 
+from kerasline.training.init_from import weighted_layers
+
 
 def for_onnx(model: keras.Model) -> keras.Model:
     """`model`, sharing its layers, with each LSTM or GRU layer, or Bidirectional of one, computed on packed steps,
     in nested models too (an ensemble's members); the model itself when it has none."""
-    if not any(_packable(layer) for layer in _nested_layers(model)):
+    if not any(_packable(layer) for layer in weighted_layers(model)):
         return model
     return keras.models.clone_model(model, clone_function=_packed, recursive=True)
-
-
-def _nested_layers(model: keras.Model):
-    for layer in model.layers:
-        yield from _nested_layers(layer) if isinstance(layer, keras.Model) else [layer]
 
 
 def _packed(layer: keras.layers.Layer) -> keras.layers.Layer:
