@@ -28,7 +28,7 @@ def _ensemble_and_batch(model: dict, data: dict, members: int = 3):
         x = rng.integers(0, cfg.data.vocab_size, (8, cfg.data.sequence_length)).astype(np.int32)  # 0: padding
     else:
         x = rng.uniform(0, 255, (8, *cfg.data.image_shape)).astype(np.float32)
-    label_shape = (8, *cfg.data.image_shape[:2]) if model["name"] == "unet" else (8,)
+    label_shape = (8, *cfg.data.image_shape[:2]) if cfg.data.task == "segmentation" else (8,)
     y = rng.integers(0, cfg.data.num_classes, label_shape)
     return ensemble, task, x, y
 
@@ -74,9 +74,14 @@ def test_predictions_and_validation_are_the_members_mean():
     regularisers = sum(float(tf.reduce_sum(r)) for r in ensemble.losses)
     assert loss == pytest.approx(-np.log(mean[np.arange(8), y]).mean() + regularisers, rel=1e-4)
     assert accuracy == pytest.approx(np.mean(mean.argmax(-1) == y))
-    # Training scores the mean of the members' training-mode outputs; the loss is theirs.
+    # Training: the loss is the mean of the members' own (their regularisers counted once), the accuracy the mean
+    # output's. BatchNorm normalises by the batch in training mode, so these outputs are the step's.
+    trained = [keras.ops.convert_to_numpy(member(x, training=True)) for member in ensemble.members]
+    losses = [-np.log(p[np.arange(8), y]).mean() for p in trained]
     logs = ensemble.train_on_batch(x, y, return_dict=True)
     assert set(logs) == {"loss", "accuracy"}
+    assert logs["loss"] == pytest.approx((sum(losses) + regularisers) / 3, rel=1e-4)
+    assert logs["accuracy"] == pytest.approx(np.mean(np.mean(trained, axis=0).argmax(-1) == y))
     ensemble.compile(optimizer="adam", loss="sparse_categorical_crossentropy")  # no Loss to give each member
     with pytest.raises(TypeError, match="compile an Ensemble with a keras.losses.Loss"):
         ensemble.train_on_batch(x, y)
