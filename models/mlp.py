@@ -22,9 +22,9 @@ def build_mlp(cfg: MLPConfig, data: DataConfig, table: Table | None = None) -> k
     elif data.input == "image":
         inputs = keras.Input(shape=tuple(data.image_shape), name="image")
         x = layers.Flatten()(layers.Rescaling(1 / 255)(inputs))
-    else:  # which words (and hashed bigrams) occur
+    else:  # which words (and hashed bigrams) occur, weighed by model.naive_bayes
         inputs = keras.Input(shape=(data.sequence_length,), dtype="int32", name="tokens")
-        x = bag_of_words(inputs, data.vocab_size, cfg.bigram_buckets)
+        x = bag_of_words(inputs, data.vocab_size, cfg.bigram_buckets, cfg.naive_bayes)
     for i, units in enumerate(cfg.hidden_units):
         x = layers.Dense(units, kernel_initializer=cfg.initializer, kernel_regularizer=regularizer, name=f"dense{i}")(x)
         x = ACTIVATIONS[cfg.activation]()(x) if cfg.activation in ACTIVATIONS else layers.Activation(cfg.activation)(x)

@@ -15,6 +15,7 @@ import tensorflow as tf
 from kerasline.config import ExperimentConfig
 from kerasline.errors import Diverged, Preempted, UserError
 from kerasline.files import write_text_atomic
+from kerasline.models.text_features import adapt_naive_bayes
 from kerasline.pipelines import Datasets
 from kerasline.training.checkpoint import ResumePoint, RunCheckpoint, newest_checkpoint, restore
 from kerasline.training.init_from import Source, initialise, read_source, source_for, summary
@@ -104,6 +105,7 @@ def _train_run(
         model = compile_model(cfg, data.steps_per_epoch, phase)
         resume = restore(run_dir, model, sweep=chief)
         if resume.path is None:  # a new run; a resumed one's checkpoint is newer than any start
+            adapt(model, data)
             if backbone is not None:
                 print(f"backbone:    {start_from(model, cfg, backbone)}")
             if cfg.model.init_from:  # read before the run opened, unless the run it was to resume was busy
@@ -141,6 +143,16 @@ def _train_run(
     resumed_at = f"epoch {resume.epoch + 1}" + (f", step {resume.step}" if resume.step else "") if resume.path else None
     replicas, leave = strategy.num_replicas_in_sync, lambda: barrier(strategy)
     return TrainResult(run_dir, resumed_at, replicas, metrics, data.skipped, chief, leave, datasets=data)
+
+
+def adapt(model: keras.Model, data: Datasets) -> None:
+    """What a new model learns from the training split before it trains: model.naive_bayes's ratios."""
+    if data.shard is not None and getattr(data.cfg.model, "naive_bayes", False):
+        raise UserError(
+            'model.naive_bayes: counts words over the whole training split, which data.shard = "file" divides '
+            'among the workers; set data.shard = "data"'
+        )
+    adapt_naive_bayes(model, data.train_examples.batch(512))
 
 
 def _open_run(cfg: ExperimentConfig, strategy: tf.distribute.Strategy) -> Path:

@@ -34,7 +34,7 @@ from kerasline.files import write_text_atomic
 from kerasline.pipelines import Datasets
 from kerasline.shipped import is_shipped
 from kerasline.training.ema import AveragedValidation
-from kerasline.training.fit import compile_for_phase, compile_model, setup
+from kerasline.training.fit import adapt, compile_for_phase, compile_model, setup
 from kerasline.training.phases import phases, pretrained_weights, set_phase, start_from
 from kerasline.training.tasks import build_inputs
 
@@ -112,6 +112,7 @@ class ExperimentHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         cfg = self.trial_config(hp)
         model = compile_model(cfg, self.datasets(cfg).steps_per_epoch)
+        adapt(model, self.datasets(cfg))
         if (backbone := self._backbone(cfg)) is not None:  # every trial starts from the pretrained weights
             start_from(model, cfg, backbone)
         return model

@@ -62,6 +62,17 @@ class BigramKnob(Section):
         description="tokens and text: hash each pair of adjacent words into one of N buckets and add which buckets "
         "occur to the bag of words (a pair with padding counts in none); 0: off",
     )
+    naive_bayes: bool = Field(
+        False,
+        description="tokens and text, two classes: weigh each word and bigram of the bag by its log-count ratio "
+        "between the classes on the training split (Wang & Manning, 2012: NBSVM's features)",
+    )
+
+    def bag_problem(self, data: DataConfig) -> str | None:
+        if self.naive_bayes and (data.target != "class" or data.num_classes != 2):
+            given = f"data.num_classes is {data.num_classes}" if data.target == "class" else "data.target is 'value'"
+            return f"model.naive_bayes: weighs words between two classes, but {given}"
+        return None
 
 
 class SequenceModel(BigramKnob, InitFrom):
@@ -78,12 +89,13 @@ class SequenceModel(BigramKnob, InitFrom):
 
     @model_validator(mode="after")
     def _bigrams_need_the_bag(self) -> "SequenceModel":
-        if self.bigram_buckets and not self.bag_of_words:
-            raise ValueError("model.bigram_buckets: bigrams join the bag of words; set model.bag_of_words = true")
+        for knob in ("bigram_buckets", "naive_bayes"):
+            if getattr(self, knob) and not self.bag_of_words:
+                raise ValueError(f"model.{knob}: acts on the bag of words; set model.bag_of_words = true")
         return self
 
     def data_problem(self, data: DataConfig) -> str | None:
-        return None
+        return self.bag_problem(data)
 
 
 MODEL_CONFIGS: dict[str, type[ImageModel | SequenceModel]] = {}  # by name, in the order model.name's errors list them
@@ -187,9 +199,10 @@ class MLPConfig(BigramKnob, ImageModel):
     l2: float = Field(0.0, ge=0)
 
     def data_problem(self, data: DataConfig) -> str | None:
-        if self.bigram_buckets and data.input not in ("tokens", "text"):
-            return f"model.bigram_buckets: pairs words of a text, but data.input is {data.input!r}"
-        return super().data_problem(data)
+        for knob in ("bigram_buckets", "naive_bayes"):
+            if getattr(self, knob) and data.input not in ("tokens", "text"):
+                return f"model.{knob}: reads the words of a text, but data.input is {data.input!r}"
+        return self.bag_problem(data) or super().data_problem(data)
 
 
 @family
