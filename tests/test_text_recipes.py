@@ -177,11 +177,18 @@ def test_naive_bayes_is_counted_on_the_training_split_and_exported_with_the_weig
     model = {"name": "mlp", "hidden_units": [], "head": "sigmoid", "bigram_buckets": 16, "naive_bayes": True}
     raw = {"name": "nb", "runs_dir": f"{tmp_path}/runs", "data": data, "model": model, "training": {"epochs": 2}}
     cfg = validate(raw | {"export": {"dir": f"{tmp_path}/exports", "parity_samples": 16}})
-    result = train(cfg)
+    import keras
+
+    at_first_step = []  # the ratios training starts from
+    record = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: at_first_step.append(np.asarray(record.model.get_layer("naive_bayes").ratios))
+    )
+    result = train(cfg, callbacks=[record])
 
     examples = result.datasets.train_examples.batch(1000).get_single_element()
     tokens, labels = (np.asarray(t) for t in examples)
     expected = _ratios(_bag(tokens, 500, 16), labels)
+    np.testing.assert_allclose(at_first_step[0], expected, rtol=1e-5)
     trained = task_for(cfg).export_model(result.run_dir / "best.weights.h5")
     np.testing.assert_allclose(np.asarray(trained.get_layer("naive_bayes").ratios), expected, rtol=1e-5)
 
