@@ -3,9 +3,10 @@
 
 Binary bincounts (Keras's CategoryEncoding multi_hot) without their Unique: tf2onnx 1.17 converts a 2-D DenseBincount
 to Unique over the (row, id) pairs, then an int64 ScatterND into zeros, then a Cast. With binary_output the scattered
-values are all 1 (a ConstantOfShape), so a pair seen twice writes the same 1 twice, and the Unique changes nothing
-but the time: its two Unique nodes took 140 µs of `imdb_nb_logreg`'s 200 µs call on a 2,048-token review. The
-range check after each Unique (a Compress of the ids in [0, size), which TensorFlow's bincount drops too) stays.
+values are all 1 (a ConstantOfShape), so a pair seen twice writes the same 1 twice (ONNX leaves the order of repeated
+writes undefined; equal values make it moot), and the Unique changes nothing but the time: its two Unique nodes took
+140 µs of `imdb_nb_logreg`'s 200 µs call on a 2,048-token review. The range check after each Unique (a Compress of
+the ids in [0, size), which TensorFlow's bincount drops too) stays.
 """
 
 from collections import defaultdict
