@@ -48,13 +48,17 @@ def test_the_bag_has_no_unique_and_equals_keras_bit_for_bit(tmp_path):
     assert bag[0].sum() > 0 and bag[3].sum() == 0
 
 
-def test_a_wide_logistic_regression_sums_its_column_and_matches_keras(tmp_path):
+def test_a_wide_naive_bayes_logistic_regression_sums_one_row_and_matches_keras(tmp_path):
     inputs = keras.Input((LENGTH,), dtype="int32")
-    bag = bag_of_words(inputs, VOCAB, BUCKETS)
+    bag = bag_of_words(inputs, VOCAB, BUCKETS, naive_bayes=True)
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="logit")(bag))
-    model.get_layer("logit").kernel.assign(np.random.default_rng(0).normal(size=(VOCAB - 1 + BUCKETS, 1)))
+    features, rng = VOCAB - 1 + BUCKETS, np.random.default_rng(0)
+    model.get_layer("logit").kernel.assign(rng.normal(size=(features, 1)))
+    model.get_layer("naive_bayes").ratios.assign(rng.normal(size=features))
     graph, session = exported(model, tmp_path / "logreg.onnx")
     assert "MatMul" not in ops(graph) and "ReduceSum" in ops(graph)
+    rows = [t for t in graph.graph.initializer if list(t.dims) in ([features], [features, 1])]
+    assert len(rows) == 1  # the ratios times the weights: neither is left on its own
     x = tokens()
     (probability,) = session.run(None, {session.get_inputs()[0].name: x})
     np.testing.assert_allclose(probability, np.asarray(model(x)), atol=1e-6)
