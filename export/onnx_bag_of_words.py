@@ -19,15 +19,20 @@ from onnx.helper import tensor_dtype_to_np_dtype as np_dtype
 WIDE = 2048  # from about here on, MLAS's one-column MatMul is slower than a Mul and a ReduceSum
 
 
-def drop_binary_bincount_unique(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with each top-level Unique that only feeds a ScatterND of ones bypassed and removed."""
-    graph = model.graph
+def _index(graph: onnx.GraphProto) -> tuple[dict, defaultdict, set[str]]:
+    """The graph's wiring: each tensor's producing node, each tensor's consuming nodes, the graph's output names."""
     producer = {out: node for node in graph.node for out in node.output}
     consumers = defaultdict(list)
     for node in graph.node:
         for name in node.input:
             consumers[name].append(node)
-    graph_outputs = {out.name for out in graph.output}
+    return producer, consumers, {out.name for out in graph.output}
+
+
+def drop_binary_bincount_unique(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with each top-level Unique that only feeds a ScatterND of ones bypassed and removed."""
+    graph = model.graph
+    producer, consumers, graph_outputs = _index(graph)
 
     def used(name: str) -> bool:
         return bool(name) and (name in graph_outputs or bool(consumers[name]))
@@ -96,16 +101,12 @@ def one_column_matmuls_as_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     if not weights or opset < 13:  # ReduceSum takes its axes as an input from opset 13
         return model
     constants = {t.name: t for t in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    readers = defaultdict(int)
-    for node in graph.node:
-        for name in node.input:
-            readers[name] += 1
+    producer, consumers, graph_outputs = _index(graph)
 
     def scaled_by_constant(x: str, k: int) -> tuple[str, np.ndarray] | None:
-        """(y, c) where x = Mul(y, c), c a constant [K] that x is the only reader of: naive Bayes ratios."""
+        """(y, c) where x = Mul(y, c), c a constant [K], and the MatMul is all that reads x: naive Bayes ratios."""
         mul = producer.get(x)
-        if mul is None or mul.op_type != "Mul" or readers[x] != 1:
+        if mul is None or mul.op_type != "Mul" or len(consumers[x]) != 1 or x in graph_outputs:
             return None
         y, c = mul.input
         if c not in constants or tuple(constants[c].dims) != (k,):

@@ -73,3 +73,17 @@ def test_a_counting_bincount_keeps_its_unique(tmp_path):
     (counts,) = session.run(None, {session.get_inputs()[0].name: x})
     np.testing.assert_array_equal(counts, np.asarray(model(x)))
     assert counts[0, 3] >= 3  # the first row repeats word 3
+
+
+def test_weighed_features_that_are_also_an_output_stay(tmp_path):
+    inputs = keras.Input((LENGTH,), dtype="int32")
+    weighed = bag_of_words(inputs, VOCAB, BUCKETS, naive_bayes=True)
+    model = keras.Model(inputs, [weighed, keras.layers.Dense(1, name="logit")(weighed)])
+    model.get_layer("naive_bayes").ratios.assign(np.random.default_rng(1).normal(size=VOCAB - 1 + BUCKETS))
+    graph, session = exported(model, tmp_path / "two.onnx")
+    assert "ReduceSum" in ops(graph)
+    x = tokens()
+    features, logit = session.run(None, {session.get_inputs()[0].name: x})
+    expected_features, expected_logit = (np.asarray(t) for t in model(x))
+    np.testing.assert_array_equal(features, expected_features)
+    np.testing.assert_allclose(logit, expected_logit, atol=1e-5)
