@@ -15,7 +15,9 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     """One line for one pydantic error: the dotted key, what is wrong, and a close match. `root` is the config
     class the error's location starts from (the experiment's)."""
     loc = [str(p) for p in error["loc"]]
-    key = ".".join(_without_tags(loc))
+    # A key that is the user's own text prints as its repr where it holds a control character: "0\r0" would
+    # otherwise break the one line in two.
+    key = ".".join(part if part.isprintable() else repr(part) for part in _without_tags(loc))
     try:
         if error["type"] == "extra_forbidden":
             known = list(_model_at(root, loc[:-1]).model_fields)

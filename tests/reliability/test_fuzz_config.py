@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import keras
 import tomli_w
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kerasline.cli import main
@@ -107,6 +107,7 @@ def test_generated_experiment_files(tmp_path, pairs):
         max_size=4,
     )
 )
+@example(overrides=["0\r0="])  # found by hypothesis, 2026-12-07: a key with a carriage return in it
 def test_generated_overrides(overrides):
     assert_validates_or_one_line(*run(["config", "mnist_cnn", *overrides]))
 
