@@ -3,11 +3,14 @@ beside it."""
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasline.training.report import distribution, number
+from kerasline.config import validate
+from kerasline.training.report import distribution, number, predictions
+from kerasline.training.tasks import task_for
 from kerasline.training.tasks.classification import class_report, regression_report
 from kerasline.training.tasks.segmentation import image_confusion, segmentation_report
 
@@ -127,3 +130,45 @@ def test_model_card_figures_are_the_run_files(trained):
     latency = card.split("## Latency at batch 1")[1].split("##")[0]
     assert "measured at export on this machine" in latency.lower()
     assert len([line for line in latency.splitlines() if line.startswith(("| SavedModel", "| ONNX Runtime"))]) == 2
+
+
+def _mlp_task(data: dict | None = None, **model):
+    data = {"image_shape": [4, 4, 1], "num_classes": 3, **(data or {})}
+    return task_for(validate({"name": "m", "data": data, "model": {"name": "mlp", "hidden_units": [8], **model}}))
+
+
+HEAD_DATA = {"softmax": {}, "sigmoid": {"num_classes": 2}, "linear": {"target": "value"}}
+
+
+@pytest.mark.parametrize("head", HEAD_DATA)
+def test_one_pass_scores_the_test_split_as_model_evaluate_does(head):
+    """Loss with the L2 penalty, averaged over examples across a short last batch, and the metric: as
+    model.evaluate gives them; the report from the same pass, as the predictions give it."""
+    task = _mlp_task(HEAD_DATA[head], l2=0.05, head=head)
+    model = task.compile(task.build_model(), steps_per_epoch=1)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (10, 4, 4, 1)).astype(np.float32)
+    labels = rng.integers(0, task.cfg.data.num_classes, 10).astype(np.float32 if head == "linear" else np.int32)
+    test = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)  # 4, 4, 2
+    metrics, report = task.test(model, test)
+    evaluated = model.evaluate(test, return_dict=True, verbose=0)
+    assert list(metrics) == list(evaluated) and len(metrics) == 2  # in evaluate's order too: tables show it
+    assert sum(float(keras.ops.sum(loss)) for loss in model.losses) > 0.01  # the penalty is in both losses
+    for name, value in evaluated.items():
+        assert metrics[name] == pytest.approx(float(value), rel=1e-5, abs=1e-6), name
+    assert report == task.report_of(*predictions(model, test))
+
+
+def test_the_test_metrics_and_the_report_read_the_split_once():
+    task = _mlp_task()
+    model = task.compile(task.build_model(), steps_per_epoch=1)
+    reads = []
+
+    def counted(x):
+        return tf.ensure_shape(tf.numpy_function(lambda v: reads.append(len(v)) or v, [x], tf.float32), x.shape)
+
+    images = np.zeros((6, 4, 4, 1), np.float32)
+    test = tf.data.Dataset.from_tensor_slices((images, np.arange(6) % 3)).batch(4).map(lambda x, y: (counted(x), y))
+    metrics, report = task.test(model, test)
+    assert reads == [4, 2]
+    assert set(metrics) == {"loss", "accuracy"} and np.sum(report["confusion_matrix"]) == 6

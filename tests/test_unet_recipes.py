@@ -126,6 +126,13 @@ def test_the_test_metrics_run_through_tta_and_tiles():
     predicted = np.asarray(at_test_time(model, tta=True, tile=32, margin=8)(images))
     np.testing.assert_allclose(metrics["loss"], crossentropy(masks, predicted, 2).numpy().mean(), rtol=1e-4)
     assert {"mean_iou", "dice", "iou_0", "iou_1"} <= set(metrics)
+    # What training records: the same figures from the one pass that also gives the report.
+    scored, report = task.test(tested, tf.data.Dataset.from_tensor_slices((images, masks)).batch(2))
+    assert list(scored) == list(metrics)
+    for name, value in metrics.items():
+        assert scored[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    for c in (0, 1):
+        assert report["per_class"][str(c)]["iou"] == pytest.approx(metrics[f"iou_{c}"], rel=1e-5)
 
 
 def _folder(root, count: int = 4):

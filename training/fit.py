@@ -135,9 +135,9 @@ def _train_run(
         raise UserError(f"no epoch gave a finite {cfg.training.monitor}; nothing to test or export in {run_dir}")
     load_best(model, run_dir)
     tested = task.inference_model(model)
-    metrics = _test_metrics(tested, data.test)  # a collective under MultiWorkerMirroredStrategy: every worker runs it
+    metrics, report = task.test(tested, data.test)  # every worker: evaluate is a collective under multi-worker
     if chief:
-        results = {"test": metrics, "report": task.report(tested, data.test)}  # the chief's own: no collective
+        results = {"test": metrics, "report": report}
         write_text_atomic(run_dir / "metrics.json", json.dumps(results, indent=2) + "\n")
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
     resumed_at = f"epoch {resume.epoch + 1}" + (f", step {resume.step}" if resume.step else "") if resume.path else None
@@ -248,14 +248,15 @@ def _summary(model: keras.Model) -> str:
 def evaluate(cfg: ExperimentConfig, run_dir: Path) -> dict:
     """Test-split metrics of a finished run's best weights."""
     model, data = _restored(cfg, run_dir)
-    return _test_metrics(model, data.test)
+    return task_for(cfg).test(model, data.test)[0]  # as training measured them: the same pass
 
 
 def evaluate_report(cfg: ExperimentConfig, run_dir: Path) -> dict:
     """What metrics.json holds, recomputed from a finished run's best weights: {"test": metrics, "report": the
     task's report}."""
     model, data = _restored(cfg, run_dir)
-    return {"test": _test_metrics(model, data.test), "report": task_for(cfg).report(model, data.test)}
+    metrics, report = task_for(cfg).test(model, data.test)
+    return {"test": metrics, "report": report}
 
 
 def _restored(cfg: ExperimentConfig, run_dir: Path) -> tuple[keras.Model, Datasets]:
@@ -275,7 +276,3 @@ def load_best(model: keras.Model, run_dir: Path) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model.load_weights(run_dir / "best.weights.h5")
-
-
-def _test_metrics(model: keras.Model, test: tf.data.Dataset) -> dict:
-    return {name: float(value) for name, value in model.evaluate(test, return_dict=True, verbose=0).items()}

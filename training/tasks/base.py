@@ -153,6 +153,13 @@ class Task:
         itself, unless the task predicts otherwise at test time (segmentation's model.tta and model.tile)."""
         return model
 
+    def test(self, model: keras.Model, test: tf.data.Dataset) -> tuple[dict[str, float], dict]:
+        """The test metrics, as `model.evaluate(test, return_dict=True)` gives them, and the report (`report`).
+        Every worker runs it: model.evaluate is a collective under MultiWorkerMirroredStrategy. A task whose report
+        predicts the test split scores it in that same pass instead (training/report.py's ScoredBatches)."""
+        metrics = model.evaluate(test, return_dict=True, verbose=0)
+        return {name: float(value) for name, value in metrics.items()}, self.report(model, test)
+
     def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
         """What a practitioner reads first beyond the test metrics, from the batched test split, in the shapes
         training/report.py names; {} where the metrics say it all (a GAN's losses)."""

@@ -15,7 +15,7 @@ from kerasline.models.heads import PROBABILITIES, PROBABILITY, VALUE
 from kerasline.pipelines import Datasets
 from kerasline.pipelines.datasets import PairAugment, text_vectorizer
 from kerasline.pipelines.mixing import make_mixing
-from kerasline.training.report import predictions, result
+from kerasline.training.report import ScoredBatches, predictions, result
 from kerasline.training.tasks.base import Function, Signature, Task, raw_input_function
 
 
@@ -95,9 +95,15 @@ class Classification(Task):
         _, metric, name = HEADS[self.head]
         return [metric(name=name)]
 
-    def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
-        """Labels: class_report's figures; a linear head: regression_report's."""
-        targets, outputs = predictions(model, test)
+    def test(self, model: keras.Model, test: tf.data.Dataset) -> tuple[dict[str, float], dict]:
+        """The test metrics and the report from one pass over the test split."""
+        scored = ScoredBatches(model, test, self.build_losses(), self.build_metrics())
+        targets, outputs = (np.concatenate(parts) for parts in zip(*scored, strict=True))
+        return scored.results(), self.report_of(targets, outputs)
+
+    def report_of(self, targets: np.ndarray, outputs: np.ndarray) -> dict:
+        """The test split's targets and the model's outputs → class_report's figures; a linear head's:
+        regression_report's."""
         if self.head == "linear":
             return regression_report(targets, outputs[:, 0])
         if self.head == "sigmoid":  # the probability of class 1: as both classes' probabilities

@@ -16,7 +16,7 @@ from kerasline.pipelines import Datasets
 from kerasline.pipelines.segmentation import make_joint_augment, segmentation_splits
 from kerasline.pipelines.sources import Shard, Splits
 from kerasline.training.callbacks import EpochSummaries
-from kerasline.training.report import batches, distribution
+from kerasline.training.report import ScoredBatches, distribution
 from kerasline.training.tasks.base import PairAugment, Signature, Task, raw_input_function
 
 PERCENTILES = (10, 50, 90)  # the report's spread of each class's per-image IoU and Dice
@@ -77,11 +77,11 @@ class Segmentation(Task):
         serve = raw_input_function(tested, self.cfg.data, outputs, image_shape=shape)
         return {"serving_default": Signature(serve, self.sample_inputs())}
 
-    def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
-        """segmentation_report of the test images' argmax masks."""
-        num_classes = self.cfg.data.num_classes
-        matrices = [image_confusion(masks, outputs.argmax(-1), num_classes) for masks, outputs in batches(model, test)]
-        return segmentation_report(np.concatenate(matrices))
+    def test(self, model: keras.Model, test: tf.data.Dataset) -> tuple[dict[str, float], dict]:
+        """The test metrics and segmentation_report of the test images' argmax masks, from one pass."""
+        scored = ScoredBatches(model, test, self.build_losses(), self.build_metrics())
+        matrices = [image_confusion(masks, outputs.argmax(-1), self.cfg.data.num_classes) for masks, outputs in scored]
+        return scored.results(), segmentation_report(np.concatenate(matrices))
 
     def output_difference(self, name: str, got: np.ndarray, reference: dict[str, np.ndarray]) -> float:
         """An argmax over millions of pixels: where the top two probabilities lie within the tolerance of each

@@ -74,9 +74,9 @@ class Tabular(Classification):
         )
         return {"serving_default": signature}
 
-    def report(self, model: keras.Model, test: tf.data.Dataset) -> dict:
+    def report_of(self, targets: np.ndarray, outputs: np.ndarray) -> dict:
         """As any classifier's or regressor's, with each class under its name."""
-        report, classes = super().report(model, test), self.splits.table.classes
+        report, classes = super().report_of(targets, outputs), self.splits.table.classes
         if "per_class" in report:
             report["per_class"] = {classes[int(c)]: figures for c, figures in report["per_class"].items()}
         return report
