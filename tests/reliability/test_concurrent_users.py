@@ -28,8 +28,10 @@ if sys.argv[2] == "die":
 time.sleep(300)
 """
 
-# The real CLI, synchronised so that the races happen every time: `train` waits at two barriers (both trainers have
-# opened their runs before either trains; both have staged their exports before either publishes); `labels` waits at
+# The real CLI, synchronised so that the races happen every time: `train` opens its run in turn (the second opens
+# once the first holds its run, so it always finds that run held: opened at the same instant, both could see no run
+# and start two new ones without meeting) and waits at two barriers (both trainers have opened their runs before
+# either trains; both have staged their exports before either publishes); `labels` waits at
 # the second, then calls kerasline.cli.main with 150 random deploy / deploy --canary / rollback commands, racing the
 # other labeller and the two exports' rewrites of models.config.
 RACER = """
@@ -56,10 +58,25 @@ def waiting(name, count, function):
     return wrapped
 
 
+def in_turn(function):
+    def wrapped(*args, **kwargs):
+        try:
+            (sync / "opening").touch(exist_ok=False)  # the first to arrive opens first
+        except FileExistsError:
+            barrier("opened", 1)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            barrier("opened", 0)
+
+    return wrapped
+
+
 if role == "train":
     import kerasline.export.publish as publish
     import kerasline.training.fit as fit
 
+    fit.open_run = in_turn(fit.open_run)
     fit._fit = waiting("training", 2, fit._fit)
     publish._publish = waiting("publishing", 4, publish._publish)
     sys.exit(kerasline.cli.main(["train", experiment, *sys.argv[4:]]))
