@@ -65,6 +65,10 @@ PIPELINE_EXPERIMENTS = {
     "digits_wide_cnn": ["data.limit=600"],
     "imdb_gru": ["data.limit=400"],
 }
+# Each feed's epochs a block: 3 timed after its first, 6 in all for the median. With 2 (1 timed, so 2 in all) one slow
+# epoch decided the figure: on an AVX2 Milan (2026-12-07) digits_vit gave 1.03 and 1.12 that way, 0.96, 0.99 and
+# 1.055 with 4, whose figures are each a median of 6 epochs.
+PIPELINE_EPOCHS = 4
 FULL_PIPELINES = ("digits_lenet", "digits_resnet", "digits_vit")
 # Levers, each a variant of our real training run timed against a base run of the same experiment (`base` and
 # `lever` are overrides or environment). `predicted` is what we expected before measuring; `kept` is what the code
@@ -231,8 +235,9 @@ def lever(name: str, plan: dict, gate: LoadGate) -> dict:
     }
 
 
-def pipelines(plan: dict, epochs: int = 2) -> dict:
+def pipelines(plan: dict) -> dict:
     """Item 11: item 1's overhead measurement per experiment, and the augmentation pipeline alone."""
+    epochs = 2 if plan.get("shrink") else PIPELINE_EPOCHS
     out = {}
     for name in plan["pipelines"]:
         print(f"    {name}", flush=True)
