@@ -37,7 +37,8 @@ class ScoredBatches:
         self.mean_loss = keras.metrics.Mean(name="loss")
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        penalty = sum(float(keras.ops.sum(loss)) for loss in self.model.losses)  # no builder adds activity losses
+        # Weight regularisation only: a loss added in call (the VAE's KL, whose task evaluates) would be the trace's.
+        penalty = sum(float(keras.ops.sum(loss)) for loss in self.model.losses)
         for targets, outputs in batches(self.model, self.dataset):
             self.mean_loss.update_state(float(self.loss(targets, outputs)) + penalty, sample_weight=len(targets))
             for metric in self.metrics:
