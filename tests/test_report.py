@@ -1,7 +1,9 @@
 """The task report against hand counts, in metrics.json and `kerasline evaluate`; the model card against the files
 beside it."""
 
+import gc
 import json
+import weakref
 
 import keras
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from kerasline.config import validate
-from kerasline.training.report import distribution, number, predictions
+from kerasline.training.report import distribution, inference, number, predictions
 from kerasline.training.tasks import task_for
 from kerasline.training.tasks.classification import class_report, regression_report
 from kerasline.training.tasks.segmentation import image_confusion, segmentation_report
@@ -172,3 +174,29 @@ def test_the_test_metrics_and_the_report_read_the_split_once():
     metrics, report = task.test(model, test)
     assert reads == [4, 2]
     assert set(metrics) == {"loss", "accuracy"} and np.sum(report["confusion_matrix"]) == 6
+
+
+def test_the_validation_and_test_passes_share_one_trace_that_follows_the_weights():
+    task = _mlp_task()
+    model = task.compile(task.build_model(), steps_per_epoch=1)
+    images = np.random.default_rng(0).uniform(0, 255, (6, 4, 4, 1)).astype(np.float32)
+    validation = tf.data.Dataset.from_tensor_slices((images[:4], np.arange(4) % 3)).batch(3)
+    test = tf.data.Dataset.from_tensor_slices((images, np.arange(6) % 3)).batch(4)
+    _, before = predictions(model, validation)  # the confusion matrix's pass, at a fit's end
+    model.set_weights([np.ones_like(w) for w in model.get_weights()])  # as the best weights are loaded
+    _, after = predictions(model, test)  # the test pass
+    infer = inference(model, test.element_spec[0])
+    assert infer is inference(model, validation.element_spec[0])
+    assert infer.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(after, model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(before, after[:4])
+
+
+def test_the_trace_cache_lets_a_model_go():
+    task = _mlp_task()
+    model = task.compile(task.build_model(), steps_per_epoch=1)
+    inference(model, tf.TensorSpec([None, 4, 4, 1], tf.float32))(np.zeros((1, 4, 4, 1), np.float32))
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
