@@ -63,11 +63,14 @@ def in_turn(function):
         try:
             (sync / "opening").touch(exist_ok=False)  # the first to arrive opens first
         except FileExistsError:
-            barrier("opened", 1)
+            # Not barrier("opened", 1): that counts this process's own marker, and the second would not wait.
+            deadline = time.monotonic() + 600
+            while not (sync / "opened").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
         try:
             return function(*args, **kwargs)
         finally:
-            barrier("opened", 0)
+            (sync / "opened").touch()
 
     return wrapped
 
