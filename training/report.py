@@ -24,7 +24,7 @@ def batches(model: keras.Model, dataset: tf.data.Dataset) -> Iterator[tuple[np.n
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model → {its input spec's repr: traced call}
 
 
-def inference(model: keras.Model, spec) -> tf.types.experimental.GenericFunction:
+def inference(model: keras.Model, spec: tf.TypeSpec | dict[str, tf.TypeSpec]) -> tf.types.experimental.GenericFunction:
     """`model(x, training=False)` traced for inputs of `spec` (any batch size), once per model and spec. Traced, not
     eager: eagerly a recurrent layer runs its time loop in Python, step by step (an LSTM's 256 steps made the report
     of 300 reviews take 20 s, as long as three epochs of training). Once: the validation confusion matrix at a fit's
