@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from kerasline.files import write_text_atomic
+from kerasline.timing import median_ms
 
+LATENCY_ROUNDS = 5  # blocks each runtime's latency calls are split into, taken in turn (`timed_in_turn`)
 LOAD_LIMIT = 1.0  # the 1-minute load average above which timings on 2 cores are not worth reading
 LOAD_WAIT_S = 120.0  # how long a gate waits for the load to fall before it refuses
 BUSY_LIMIT = 0.25  # the CPU cores others may keep busy while a lane is timed (an idle machine here: under 0.05)
@@ -147,6 +149,39 @@ def interleaved(lanes: Sequence[T], rounds: int) -> list[T]:
     """Every lane once a round, every other round reversed: A B C C B A A B C for 3 lanes and 3 rounds. A load that
     drifts during the race falls on every lane alike, and no lane always runs first or last."""
     return [lane for r in range(rounds) for lane in (lanes if r % 2 == 0 else lanes[::-1])]
+
+
+def timed_in_turn(runs: dict[str, Callable[[], object]], calls: int, rounds: int = LATENCY_ROUNDS) -> dict[str, list]:
+    """Each of `runs` called about `calls` times, in `rounds` blocks taken in turn (`interleaved`): the median ms of
+    each block, by run. A slow spell of the machine then falls on one block of every run, where the median of the
+    blocks drops it, not on one run's whole figure: on 2 vCPUs of an EPYC Zen 4 (2026-12-07) the transformer's
+    2-thread ONNX Runtime call went 0.76 → 2.2 ms for a block of 100 calls and back, and one 200-call block each
+    had measured ONNX Runtime at 1.02× the SavedModel against 0.37–0.52 in repeats. Each run's first block follows
+    5 untimed calls (kernels, caches), every later one a single call (its caches after the other runs)."""
+    ms: dict[str, list] = {name: [] for name in runs}
+    for name in interleaved(list(runs), rounds):
+        ms[name].append(median_ms(runs[name], max(1, calls // rounds), warmup=1 if ms[name] else 5))
+    return ms
+
+
+def block_medians(blocks: dict[str, list]) -> dict[str, float]:
+    """The median of each run's block medians (`timed_in_turn`)."""
+    return {name: statistics.median(values) for name, values in blocks.items()}
+
+
+def ort_figure(what: str, ms: dict, batch: int, rounds: dict) -> Figure:
+    """ONNX Runtime against the SavedModel: the median ms per call of each (`ms`), with the range of its block
+    medians (`rounds`, from `timed_in_turn`). The target is at batch 1."""
+    return Figure(
+        f"{what}: batch-{batch} latency, ONNX Runtime vs SavedModel",
+        ms["onnxruntime"],
+        "ms",
+        baseline=ms["saved_model"],
+        target="<= 0.5" if batch == 1 else None,
+        value_range=spread(rounds["onnxruntime"])[1],
+        baseline_range=spread(rounds["saved_model"])[1],
+        runs=len(rounds["saved_model"]),
+    )
 
 
 def busy_cores(sample_s: float, stat: Callable[[], str], sleep: Callable[[float], None] = time.sleep) -> float:

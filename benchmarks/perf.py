@@ -29,7 +29,16 @@ import tensorflow as tf
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from benchmarks.common import overhead_figure, pipeline_overhead
-from benchmarks.figures import Figure, LoadGate, Reading, interleaved, spread
+from benchmarks.figures import (
+    Figure,
+    LoadGate,
+    Reading,
+    block_medians,
+    interleaved,
+    ort_figure,
+    spread,
+    timed_in_turn,
+)
 from kerasline.config import load_experiment
 from kerasline.export import export_run
 from kerasline.timing import median_ms
@@ -276,14 +285,15 @@ def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[in
         "onnxruntime_int8": ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"]),
     }
     x, y = (t.numpy() for t in task_for(cfg).load_splits().test.batch(1 << 20).get_single_element())
-    ms = {}
+    blocks = {}
     for batch, n in calls.items():
         inputs = x[:batch]
         tensor = tf.constant(inputs)
-        row = {"saved_model": median_ms(lambda t=tensor: serve(**{name: t})["probabilities"].numpy(), n, warmup=5)}
+        runs = {"saved_model": lambda t=tensor: serve(**{name: t})["probabilities"].numpy()}
         for key, session in sessions.items():
-            row[key] = median_ms(lambda s=session, i=inputs: s.run(["probabilities"], {name: i})[0], n, warmup=5)
-        ms[batch] = row
+            runs[key] = lambda s=session, i=inputs: s.run(["probabilities"], {name: i})[0]
+        blocks[batch] = timed_in_turn(runs, n)
+    ms = {batch: block_medians(rounds) for batch, rounds in blocks.items()}
 
     def accuracy(session: ort.InferenceSession) -> float:
         predicted = np.concatenate(
@@ -294,6 +304,7 @@ def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[in
     float32, int8 = accuracy(sessions["onnxruntime"]), accuracy(sessions["onnxruntime_int8"])
     return {
         "median_ms": ms,
+        "median_ms_rounds": blocks,
         "ort_vs_saved_model_batch1": ms[1]["onnxruntime"] / ms[1]["saved_model"],
         "int8_vs_float32_batch1": ms[1]["onnxruntime_int8"] / ms[1]["onnxruntime"],
         "test_accuracy_float32": float32,
@@ -406,21 +417,13 @@ def pipeline_figures(pipeline_results: dict) -> list[Figure]:
     return figures
 
 
-def ort_figure(what: str, ms: dict, batch: int) -> Figure:
-    """ONNX Runtime against the SavedModel, median ms per call (`ms` holds both): the target is at batch 1."""
-    return Figure(
-        f"{what}: batch-{batch} latency, ONNX Runtime vs SavedModel",
-        ms["onnxruntime"],
-        "ms",
-        baseline=ms["saved_model"],
-        target="<= 0.5" if batch == 1 else None,
-    )
-
-
 def inference_figures(inference_results: dict) -> list[Figure]:
     figures = []
     for name, inf in inference_results.items():
-        figures += [ort_figure(f"inference {name}", ms, int(batch)) for batch, ms in inf["median_ms"].items()]
+        rounds = inf["median_ms_rounds"]
+        figures += [
+            ort_figure(f"inference {name}", ms, int(batch), rounds[batch]) for batch, ms in inf["median_ms"].items()
+        ]
         one = inf["median_ms"][1]
         figures += [
             Figure(f"inference {name}: batch-1 latency, ONNX int8 vs float32", one["onnxruntime_int8"], "ms",

@@ -41,7 +41,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,9 +65,12 @@ from benchmarks.figures import (
     Figure,
     LoadGate,
     LoadTooHigh,
+    block_medians,
     figure_table,
+    ort_figure,
     spread,
     this_cpu,
+    timed_in_turn,
     write_results,
 )
 from kerasline.cluster import free_ports, tf_configs
@@ -77,7 +79,6 @@ from kerasline.export import export_run
 from kerasline.export.onnx_int8 import INT8_FILE, int8_session
 from kerasline.export.repository import model_dirs
 from kerasline.files import write_text_atomic
-from kerasline.timing import median_ms
 from kerasline.training.fit import train
 from kerasline.training.runs import versions
 from kerasline.training.tasks import task_for
@@ -381,13 +382,12 @@ def latency(cfg: ExperimentConfig, run_dir: Path, calls: dict[int, int]) -> dict
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     test = task_for(cfg).load_splits().test
     images = test.batch(max(calls)).take(1).get_single_element()[0].numpy()
-    ms = {
-        batch: {name: median_ms(call, n) for name, call in runners(model, serve, session, images[:batch]).items()}
-        for batch, n in calls.items()
-    }
+    blocks = {batch: timed_in_turn(runners(model, serve, session, images[:batch]), n) for batch, n in calls.items()}
+    ms = {batch: block_medians(rounds) for batch, rounds in blocks.items()}
     return {
         "calls": calls,
         "median_ms": ms,
+        "median_ms_rounds": blocks,
         "ort_vs_saved_model_batch1": ms[1]["onnxruntime"] / ms[1]["saved_model"],
         "verification": json.loads((version / "verification.json").read_text()),
         "version_dir": version,
@@ -399,7 +399,7 @@ def latency_figures(lat: dict) -> list[Figure]:
     out = []
     for batch, ms in lat["median_ms"].items():
         out += [
-            perf.ort_figure(f"latency {EXPERIMENT}", ms, batch),
+            ort_figure(f"latency {EXPERIMENT}", ms, batch, lat["median_ms_rounds"][batch]),
             Figure(
                 f"latency {EXPERIMENT}: batch-{batch} latency, Keras predict_on_batch vs SavedModel",
                 ms["keras_predict_on_batch"],
@@ -428,7 +428,7 @@ def segmentation(tmp: Path, quick: bool) -> dict:
     if proc.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
     ms_rounds = json.loads(proc.stdout.splitlines()[-1])
-    ms = {runtime: statistics.median(values) for runtime, values in ms_rounds.items()}
+    ms = block_medians(ms_rounds)
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
     int8 = int8_session(version / INT8_FILE)  # isbi_unet.toml sets export.onnx_int8
     test = list(splits.test.as_numpy_iterator())
@@ -471,7 +471,7 @@ def segmentation_figures(seg: dict) -> list[Figure]:
         Figure(f"{name}: test Dice", metrics["dice"], "Dice"),
         Figure(f"{name}: training crops/s, whole epochs", seg["crops_per_s"], "crops/s"),
         Figure(f"{name}: export parity, max abs diff", seg["parity_max_abs_diff"], "abs", target="<= 1e-05"),
-        perf.ort_figure(name, seg["batch1_median_ms"], 1),
+        ort_figure(name, seg["batch1_median_ms"], 1, rounds),
         *(
             Figure(
                 f"{name}: {runtime} batch-1 conv rate (conv MACs ÷ call time) vs a TensorFlow matmul's",

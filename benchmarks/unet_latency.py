@@ -21,9 +21,8 @@ import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 
-from benchmarks.figures import interleaved
+from benchmarks.figures import timed_in_turn
 from kerasline.export.onnx_int8 import INT8_FILE, int8_session
-from kerasline.timing import median_ms
 
 
 def latencies(version: Path, image: np.ndarray, calls: int, rounds: int) -> dict[str, list[float]]:
@@ -35,10 +34,7 @@ def latencies(version: Path, image: np.ndarray, calls: int, rounds: int) -> dict
         "onnxruntime": lambda: session.run(["probabilities"], {"image": image})[0],
         "onnxruntime_int8": lambda: int8.run(["probabilities"], {"image": image})[0],
     }
-    ms = {runtime: [] for runtime in runs}
-    for runtime in interleaved(list(runs), rounds):
-        ms[runtime].append(median_ms(runs[runtime], calls, warmup=2))
-    return ms
+    return timed_in_turn(runs, calls * rounds, rounds)
 
 
 if __name__ == "__main__":

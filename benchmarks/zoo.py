@@ -11,10 +11,9 @@ import onnxruntime as ort
 import tensorflow as tf
 
 from benchmarks.common import steady, train_default
-from benchmarks.figures import Figure
+from benchmarks.figures import Figure, block_medians, ort_figure, timed_in_turn
 from kerasline.config import load_experiment
 from kerasline.export import export_run
-from kerasline.timing import median_ms
 from kerasline.training.tasks import task_for
 
 ZOO = [
@@ -53,8 +52,10 @@ def zoo_item(tmp: Path, plan: dict) -> list[dict]:
         serve = tf.saved_model.load(str(version)).signatures["serving_default"]
         session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
         tensors = {key: tf.constant(value) for key, value in inputs.items()}
-        saved_model_ms = median_ms(lambda: serve(**tensors), plan["calls"])  # noqa: B023 (called before the next loop)
-        onnx_ms = median_ms(lambda: session.run(None, inputs), plan["calls"])  # noqa: B023
+        # noqa: B023 below: the lambdas are called here, before the next loop
+        runs = {"saved_model": lambda: serve(**tensors), "onnxruntime": lambda: session.run(None, inputs)}  # noqa: B023
+        rounds = timed_in_turn(runs, plan["calls"])
+        ms = block_medians(rounds)
         metric = "mae" if cfg.data.target == "value" else "accuracy"
         rows.append(
             {
@@ -66,9 +67,9 @@ def zoo_item(tmp: Path, plan: dict) -> list[dict]:
                 "epochs_run": trained["epochs_run"],
                 "samples_per_s": samples / steady(trained["epoch_s"]),
                 "parity_max_abs_diff": max(d for diffs in report["max_abs_diff"].values() for d in diffs.values()),
-                "saved_model_ms_b1": saved_model_ms,
-                "onnxruntime_ms_b1": onnx_ms,
-                "ort_vs_saved_model_b1": onnx_ms / saved_model_ms,
+                "median_ms_b1": ms,
+                "median_ms_b1_rounds": rounds,
+                "ort_vs_saved_model_b1": ms["onnxruntime"] / ms["saved_model"],
                 "wall_s": trained["wall_s"],
             }
         )
@@ -84,8 +85,7 @@ def figures(rows: list[dict]) -> list[Figure]:
         name, metric = row["experiment"], row["metric"]
         out += [
             Figure(f"zoo {name}: export parity, max abs diff", row["parity_max_abs_diff"], "abs", target="<= 1e-05"),
-            Figure(f"zoo {name}: batch-1 latency, ONNX Runtime vs SavedModel", row["onnxruntime_ms_b1"], "ms",
-                   baseline=row["saved_model_ms_b1"], target="<= 0.5"),
+            ort_figure(f"zoo {name}", row["median_ms_b1"], 1, row["median_ms_b1_rounds"]),
             Figure(f"zoo {name}: {metric} ({' '.join(row['overrides'])})", row["quality"], metric.split()[-1]),
         ]  # fmt: skip
         if baseline and name.startswith("imdb_") and row is not baseline:

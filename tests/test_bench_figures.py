@@ -12,11 +12,14 @@ from benchmarks.figures import (
     LoadGate,
     LoadTooHigh,
     Reading,
+    block_medians,
     busy_cores,
     cpu_description,
     interleaved,
+    ort_figure,
     read_results,
     spread,
+    timed_in_turn,
     write_results,
 )
 
@@ -178,6 +181,26 @@ def test_cpu_description_names_the_vector_extensions():
 
 def _run(epoch_s: list[float], wall_s: float, accuracy: float = 0.9, reading: Reading = IDLE) -> dict:
     return {"epoch_s": epoch_s, "wall_s": wall_s, "accuracy": accuracy, "gate": reading}
+
+
+def test_latency_blocks_take_turns_each_after_its_warm_up():
+    calls: list[str] = []
+    runs = {name: (lambda name=name: calls.append(name)) for name in "AB"}
+    blocks = timed_in_turn(runs, calls=6, rounds=3)
+    # 2 timed calls a block: the first block of each run after 5 untimed calls, every later one after 1
+    assert "".join(calls) == "A" * 7 + "B" * 7 + "B" * 3 + "A" * 3 + "A" * 3 + "B" * 3
+    assert {name: len(ms) for name, ms in blocks.items()} == {"A": 3, "B": 3}
+    assert all(ms >= 0 for values in blocks.values() for ms in values)
+
+
+def test_a_slow_block_does_not_move_the_latency_figure():
+    rounds = {"saved_model": [2.0, 2.1, 6.0, 1.9, 2.0], "onnxruntime": [0.8, 2.2, 0.8, 0.7, 0.9]}
+    ms = block_medians(rounds)
+    assert ms == {"saved_model": 2.0, "onnxruntime": 0.8}
+    figure = ort_figure("zoo imdb_transformer", ms, 1, rounds)
+    assert figure.name == "zoo imdb_transformer: batch-1 latency, ONNX Runtime vs SavedModel"
+    assert (figure.ratio, figure.met, figure.runs) == (0.4, True, 5)
+    assert (figure.value_range, figure.baseline_range) == ((0.7, 2.2), (1.9, 6.0))
 
 
 def test_race_figures_are_medians_of_interleaved_runs():
