@@ -3,6 +3,7 @@ beside it."""
 
 import gc
 import json
+import logging
 import weakref
 
 import keras
@@ -201,3 +202,18 @@ def test_the_trace_cache_lets_a_model_go():
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_scoring_many_models_in_one_process_warns_of_no_retracing(caplog):
+    # A tuner or the bench's zoo scores model after model, each traced once: TensorFlow must not call that
+    # "excessive retracing" (it counts traces by the Python function, and the models must not share one).
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.addHandler(caplog.handler)
+    try:
+        spec = tf.TensorSpec([None, 4], tf.float32)
+        for _ in range(8):
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+            np.testing.assert_allclose(inference(model, spec)(tf.ones([3, 4])), model(np.ones((3, 4))), rtol=1e-6)
+    finally:
+        tf_logger.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

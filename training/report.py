@@ -5,6 +5,7 @@ renders alike: a number, a dict of numbers (one line), a dict of dicts (a table,
 figures), or a list of lists (a matrix: the confusion matrix). metrics.json keeps it under `report`, beside `test`.
 """
 
+import functools
 import weakref
 from collections.abc import Iterator
 
@@ -33,9 +34,16 @@ def inference(model: keras.Model, spec: tf.TypeSpec | dict[str, tf.TypeSpec]) ->
     weights are loaded."""
     traced, key = _TRACED.setdefault(model, {}), repr(spec)  # a table's spec is a dict of columns: not hashable
     if key not in traced:
-        owner = weakref.ref(model)  # not the model itself: the cache would keep it alive
-        traced[key] = tf.function(lambda x: owner()(x, training=False), input_signature=[spec])
+        # A partial, not a lambda: TF 2.21 counts retracing by the Python function's code object, which one lambda
+        # shares across models, so a process that scores many models (a tuner, the bench's zoo) warned of
+        # "excessive retracing" though each model traces once. A partial has no code object: each is its own.
+        # The weakref, not the model itself: the cache would keep it alive.
+        traced[key] = tf.function(functools.partial(_call, weakref.ref(model)), input_signature=[spec])
     return traced[key]
+
+
+def _call(owner: weakref.ref, x: tf.Tensor | dict[str, tf.Tensor]) -> tf.Tensor:
+    return owner()(x, training=False)
 
 
 class ScoredBatches:
