@@ -208,6 +208,37 @@ def test_image_pb_is_the_summary_tf_summary_image_writes(tmp_path):
     assert pixels[0, :3, 0].tolist() == [0, 255, 255]
 
 
+def test_tensorboard_writes_what_keras_does_without_the_batch_scalars_that_go_nowhere(tmp_path):
+    from kerasline.training.callbacks import EpochTensorBoard
+
+    scalars: list[str] = []
+
+    class Summary:  # tf.summary, noting the scalars asked for
+        def __getattr__(self, name):
+            return getattr(tf.summary, name)
+
+        def scalar(self, name, *args, **kwargs):
+            scalars.append(name)
+            return tf.summary.scalar(name, *args, **kwargs)
+
+    x, y = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32), np.arange(32) % 2
+    tags = {}
+    for name, board in (("keras", keras.callbacks.TensorBoard), ("ours", EpochTensorBoard)):
+        counted = type("Counted", (board,), {"summary": property(lambda self: Summary())})
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        scalars.clear()
+        callbacks = [counted(str(tmp_path / name))]
+        model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), callbacks=callbacks, verbose=0)
+        batch_scalars = [s for s in scalars if s.startswith("batch_")]
+        assert len(batch_scalars) == (16 if name == "keras" else 0)  # loss and accuracy, 4 batches × 2 epochs
+        paths = (tmp_path / name).rglob("events*")
+        events = [e for path in paths for e in tf.compat.v1.train.summary_iterator(str(path))]
+        tags[name] = sorted(v.tag for e in events for v in e.summary.value)
+    assert tags["ours"] == tags["keras"] and "epoch_loss" in tags["ours"] and "keras" in tags["ours"]  # the graph
+
+
 def test_weight_histograms_bucket_every_weight_over_its_range(tmp_path):
     from kerasline.training.callbacks import WeightHistograms
 

@@ -21,7 +21,7 @@ from kerasline.pipelines import Datasets, build_datasets
 from kerasline.pipelines.augment import make_augment
 from kerasline.pipelines.datasets import PairAugment
 from kerasline.pipelines.sources import Shard, Splits, load_splits
-from kerasline.training.callbacks import AttentionMaps, AugmentedImages, WeightHistograms
+from kerasline.training.callbacks import AttentionMaps, AugmentedImages, EpochTensorBoard, WeightHistograms
 from kerasline.training.checkpoint import ResumePoint, RunCheckpoint
 from kerasline.training.ema import AveragedValidation
 from kerasline.training.optim import make_optimizer
@@ -135,7 +135,7 @@ class Task:
         return [
             *([AveragedValidation()] if training.ema else []),
             *visuals,
-            keras.callbacks.TensorBoard(str(logs)),
+            EpochTensorBoard(str(logs)),
             WeightHistograms(logs / "train"),
             *stateful,
             RunCheckpoint(run_dir, monitor, resume, stateful, training.total_epochs),
