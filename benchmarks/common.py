@@ -18,6 +18,7 @@ from kerasline.training.fit import compile_model, setup, train
 from kerasline.training.tasks import build_inputs
 
 TABLE_HEADER = ("figure", "value", "target", "met?")
+PIPELINE_ROUNDS = 4  # blocks of each feed in pipeline_overhead, taken A B B A A B B A
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -90,8 +91,10 @@ def pipeline_overhead(cfg: ExperimentConfig, epochs: int) -> dict:
     """Item 1: two identical fresh models, one fed by the pipeline, one by the same batches from memory.
 
     Each feed runs as train() runs it, one fit over a continuous multi-epoch stream. The feeds take turns
-    in blocks of `epochs`, A B B A (figures.interleaved), so a trend in machine load falls on both; each block's
-    first epoch (tracing, iterator and cache start-up) is dropped.
+    in blocks of `epochs`, A B B A A B B A (figures.interleaved), so a trend in machine load falls on both; each
+    block's first epoch (tracing, iterator and cache start-up) is dropped. Four blocks each, not two: on 2 vCPUs of
+    an EPYC Zen 4 (2026-12-07) slow spells of a few seconds made one whole block 1.5x slower than the others, and
+    with two blocks a lane that block was half of the lane's epochs (`digits_vit` read 1.28, then 0.91 with six).
     """
     data = build_inputs(cfg)
     steps = data.steps_per_epoch
@@ -104,7 +107,7 @@ def pipeline_overhead(cfg: ExperimentConfig, epochs: int) -> dict:
     }
     models = {name: fresh_model(cfg, steps) for name in feeds}
     epoch_s: dict[str, list[float]] = {name: [] for name in feeds}
-    for block, name in enumerate(interleaved(list(feeds), rounds=2)):
+    for block, name in enumerate(interleaved(list(feeds), rounds=PIPELINE_ROUNDS)):
         timer = EpochTimer()
         feed = feeds[name](block)
         models[name].fit(feed, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], shuffle=False, verbose=0)
