@@ -19,7 +19,7 @@ from onnx.helper import tensor_dtype_to_np_dtype as np_dtype
 WIDE = 2048  # from about here on, MLAS's one-column MatMul is slower than a Mul and a ReduceSum
 
 
-def _index(graph: onnx.GraphProto) -> tuple[dict, defaultdict, set[str]]:
+def graph_index(graph: onnx.GraphProto) -> tuple[dict, defaultdict, set[str]]:
     """The graph's wiring: each tensor's producing node, each tensor's consuming nodes, the graph's output names."""
     producer = {out: node for node in graph.node for out in node.output}
     consumers = defaultdict(list)
@@ -32,7 +32,7 @@ def _index(graph: onnx.GraphProto) -> tuple[dict, defaultdict, set[str]]:
 def drop_binary_bincount_unique(model: onnx.ModelProto) -> onnx.ModelProto:
     """`model` with each top-level Unique that only feeds a ScatterND of ones bypassed and removed."""
     graph = model.graph
-    producer, consumers, graph_outputs = _index(graph)
+    producer, consumers, graph_outputs = graph_index(graph)
 
     def used(name: str) -> bool:
         return bool(name) and (name in graph_outputs or bool(consumers[name]))
@@ -101,7 +101,7 @@ def one_column_matmuls_as_sums(model: onnx.ModelProto) -> onnx.ModelProto:
     if not weights or opset < 13:  # ReduceSum takes its axes as an input from opset 13
         return model
     constants = {t.name: t for t in graph.initializer}
-    producer, consumers, graph_outputs = _index(graph)
+    producer, consumers, graph_outputs = graph_index(graph)
 
     def scaled_by_constant(x: str, k: int) -> tuple[str, np.ndarray] | None:
         """(y, c) where x = Mul(y, c), c a constant [K], and the MatMul is all that reads x: naive Bayes ratios."""

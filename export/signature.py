@@ -23,11 +23,13 @@ def write_onnx(serve: tf.types.experimental.GenericFunction, path: str, opset: i
     import onnx
     import tf2onnx
 
+    from kerasline.export.onnx_attention import untransposed_scores, without_zero_adds
     from kerasline.export.onnx_bag_of_words import drop_binary_bincount_unique, one_column_matmuls_as_sums
     from kerasline.export.onnx_softmax import clamp_softmax_inputs
 
     converted, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=opset)
     converted = one_column_matmuls_as_sums(drop_binary_bincount_unique(clamp_softmax_inputs(converted)))
+    converted = without_zero_adds(untransposed_scores(converted))
     onnx.save(converted, path)
     # tf2onnx can write an invalid graph and only log it: the full check makes that an error.
     try:

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import onnx
 import pytest
 import tensorflow as tf
 
@@ -57,6 +58,11 @@ def test_family_trains_and_exports_with_named_raw_inputs(family, tmp_path, keras
     else:
         assert (name, spec.dtype, spec.shape.as_list()) == ("tokens", tf.int32, [None, 24])
     assert outputs["probabilities"].dtype == tf.float32 and outputs["class_id"].dtype == tf.int64
+    if family in ("transformer", "vit"):  # ONNX: the [B, H, T, T] scores are not transposed after their MatMul
+        graph = onnx.load(str(version / "model.onnx")).graph
+        made = {out: node.op_type for node in graph.node for out in node.output}
+        after_matmul = [n for n in graph.node if n.op_type == "Transpose" and made.get(n.input[0]) == "MatMul"]
+        assert [list(n.attribute[0].ints) for n in after_matmul] == [[0, 2, 1, 3]]  # only the [B, T, H, d] output
     if family in ("transformer", "vit"):  # attention maps, one image per example, in the validation logs
         events = tf.compat.v1.train.summary_iterator
         logs = [str(p) for p in (tmp_path / "runs" / family / "run-001" / "logs" / "validation").glob("events*")]
