@@ -22,12 +22,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import onnxruntime as ort
 import tensorflow as tf
 
 import kerasline.training.fit
 from benchmarks.common import format_table, steady, train_default
-from benchmarks.figures import Figure, block_medians, ort_figure, timed_in_turn
+from benchmarks.figures import Figure, block_medians, ort_figure
+from benchmarks.latency import in_fresh_process
 from kerasline.config import ExperimentConfig, load_experiment
 from kerasline.models.gan import fixed_noise
 from kerasline.training.tasks import task_for
@@ -68,20 +68,10 @@ def digit_scores(scorer: keras.Model, images: np.ndarray, reference: np.ndarray)
 
 
 def batch1_latency(version: Path, inputs: dict[str, np.ndarray], calls: int) -> dict:
-
-    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
-    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
-    one = {name: array[:1] for name, array in inputs.items()}
-    tensors = {name: tf.constant(array) for name, array in one.items()}
-    rounds = timed_in_turn(
-        {"saved_model": lambda: serve(**tensors), "onnxruntime": lambda: session.run(None, one)}, calls
-    )
+    rounds = in_fresh_process(version, {name: array[:1] for name, array in inputs.items()}, {1: calls})[1]
     ms = block_medians(rounds)
-    return {
-        "median_ms": ms,
-        "median_ms_rounds": rounds,
-        "ort_vs_saved_model_batch1": ms["onnxruntime"] / ms["saved_model"],
-    }
+    ratio = ms["onnxruntime"] / ms["saved_model"]
+    return {"median_ms": ms, "median_ms_rounds": rounds, "ort_vs_saved_model_batch1": ratio}
 
 
 def generative_item(

@@ -37,8 +37,8 @@ from benchmarks.figures import (
     interleaved,
     ort_figure,
     spread,
-    timed_in_turn,
 )
+from benchmarks.latency import in_fresh_process
 from kerasline.config import load_experiment
 from kerasline.export import export_run
 from kerasline.timing import median_ms
@@ -279,20 +279,12 @@ def inference(experiment: str, runs_dir: Path, exports_dir: Path, calls: dict[in
     # 7-bit weights, as export.onnx_int8's: with 8 the transformer lost 6 points on an AVX2 EPYC Milan (VPMADDUBSW
     # saturating: export/onnx_int8.py) and agreed with float32 on 63% of its test reviews; with 7, 98%.
     quantize_dynamic(version / "model.onnx", int8_path, weight_type=QuantType.QInt8, reduce_range=True)
-    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
     sessions = {
         "onnxruntime": ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"]),
         "onnxruntime_int8": ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"]),
     }
     x, y = (t.numpy() for t in task_for(cfg).load_splits().test.batch(1 << 20).get_single_element())
-    blocks = {}
-    for batch, n in calls.items():
-        inputs = x[:batch]
-        tensor = tf.constant(inputs)
-        runs = {"saved_model": lambda t=tensor: serve(**{name: t})["probabilities"].numpy()}
-        for key, session in sessions.items():
-            runs[key] = lambda s=session, i=inputs: s.run(["probabilities"], {name: i})[0]
-        blocks[batch] = timed_in_turn(runs, n)
+    blocks = in_fresh_process(version, {name: x[: max(calls)]}, calls, {"onnxruntime_int8": int8_path})
     ms = {batch: block_medians(rounds) for batch, rounds in blocks.items()}
 
     def accuracy(session: ort.InferenceSession) -> float:

@@ -73,6 +73,7 @@ from benchmarks.figures import (
     timed_in_turn,
     write_results,
 )
+from benchmarks.latency import in_fresh_process
 from kerasline.cluster import free_ports, tf_configs
 from kerasline.config import ExperimentConfig, experiment_path, load_experiment
 from kerasline.export import export_run
@@ -412,7 +413,7 @@ def latency_figures(lat: dict) -> list[Figure]:
 
 def segmentation(tmp: Path, quick: bool) -> dict:
     """Item 13: the U-Net experiment trained by `train` (timed as item 4), exported, then one whole held-out slice
-    timed through the reloaded SavedModel and both ONNX files, in a fresh process (benchmarks/unet_latency.py)."""
+    timed through the reloaded SavedModel and both ONNX files, in a fresh process (benchmarks/latency.py)."""
     redirect = [f"runs_dir={tmp / 'runs'}", f"export.dir={tmp / 'exports'}"]
     overrides = SEGMENTATION["quick" if quick else "full"]
     cfg = load_experiment(SEGMENTATION_EXPERIMENT, [*redirect, *overrides])
@@ -421,16 +422,11 @@ def segmentation(tmp: Path, quick: bool) -> dict:
     crops = int(splits.train.cardinality())
     version = export_run(cfg, trained["run_dir"])
     image = next(splits.test.batch(1).as_numpy_iterator())[0]
-    np.save(tmp / "slice.npy", image)
-    calls, rounds = (5, 1) if quick else (20, 3)
-    command = [sys.executable, "-m", "benchmarks.unet_latency", str(version), str(tmp / "slice.npy"), str(calls)]
-    proc = subprocess.run([*command, str(rounds)], capture_output=True, text=True, cwd=perf.ROOT, timeout=600)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
-    ms_rounds = json.loads(proc.stdout.splitlines()[-1])
+    files = {"onnxruntime_int8": version / INT8_FILE}  # isbi_unet.toml sets export.onnx_int8
+    ms_rounds = in_fresh_process(version, {"image": image}, {1: 5 if quick else 60}, files)[1]
     ms = block_medians(ms_rounds)
     session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
-    int8 = int8_session(version / INT8_FILE)  # isbi_unet.toml sets export.onnx_int8
+    int8 = int8_session(version / INT8_FILE)
     test = list(splits.test.as_numpy_iterator())
     verification = json.loads((version / "verification.json").read_text())
     return {

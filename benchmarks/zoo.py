@@ -7,11 +7,9 @@ recorded beside them, with no target: the as-configured accuracies come from `ma
 import json
 from pathlib import Path
 
-import onnxruntime as ort
-import tensorflow as tf
-
 from benchmarks.common import steady, train_default
-from benchmarks.figures import Figure, block_medians, ort_figure, timed_in_turn
+from benchmarks.figures import Figure, block_medians, ort_figure
+from benchmarks.latency import in_fresh_process
 from kerasline.config import load_experiment
 from kerasline.export import export_run
 from kerasline.training.tasks import task_for
@@ -49,12 +47,7 @@ def zoo_item(tmp: Path, plan: dict) -> list[dict]:
         version = export_run(cfg, trained["run_dir"])
         report = json.loads((version / "verification.json").read_text())
         inputs = {key: value[:1] for key, value in task_for(cfg).sample_inputs().items()}
-        serve = tf.saved_model.load(str(version)).signatures["serving_default"]
-        session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
-        tensors = {key: tf.constant(value) for key, value in inputs.items()}
-        # noqa: B023 below: the lambdas are called here, before the next loop
-        runs = {"saved_model": lambda: serve(**tensors), "onnxruntime": lambda: session.run(None, inputs)}  # noqa: B023
-        rounds = timed_in_turn(runs, plan["calls"])
+        rounds = in_fresh_process(version, inputs, {1: plan["calls"]})[1]
         ms = block_medians(rounds)
         metric = "mae" if cfg.data.target == "value" else "accuracy"
         rows.append(
