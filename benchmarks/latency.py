@@ -9,8 +9,9 @@ the session the export prescribes (threads that do not spin); any other file in 
 
 A process of its own, as a server holds one model: in the bench's own, after minutes of training and serving, both
 of the U-Net's ONNX Runtime files took about 5 ms more a call than in a fresh one (2026-11-29, the Zen 5: int8 ÷
-SavedModel 0.54 against 0.475), and the transformer's ONNX Runtime call 1.40 ms against 0.65 (the SavedModel 2.13
-against 1.38; 2026-12-07, 2 EPYC Zen 4 cores).
+SavedModel 0.54 against 0.475). On 2 EPYC Zen 4 cores (2026-12-07) the transformer's ONNX Runtime call read 1.40 ms
+in the bench's process against 0.65 in fresh ones, but also 1.77 once in a fresh one: that machine's slow spells of
+2-thread work (benchmarks/README.md) explain as much of it.
 """
 
 import os
