@@ -169,9 +169,10 @@ def block_medians(blocks: dict[str, list]) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in blocks.items()}
 
 
-def ort_figure(what: str, ms: dict, batch: int, rounds: dict) -> Figure:
-    """ONNX Runtime against the SavedModel: the median ms per call of each (`ms`), with the range of its block
-    medians (`rounds`, from `timed_in_turn`). The target is at batch 1."""
+def ort_figure(what: str, rounds: dict, batch: int) -> Figure:
+    """ONNX Runtime against the SavedModel: the median of each one's block medians (`rounds`, from
+    `timed_in_turn`), with their range. The target is at batch 1."""
+    ms = block_medians(rounds)
     return Figure(
         f"{what}: batch-{batch} latency, ONNX Runtime vs SavedModel",
         ms["onnxruntime"],

@@ -161,7 +161,7 @@ def figures(results: dict) -> list[Figure]:
             out.append(Figure(f"generative {name}: test reconstruction MSE", row["test_reconstruction_mse"], ""))
         out += [
             Figure(f"generative {name}: export parity, max abs diff", row["parity_max_abs_diff"], "abs"),
-            ort_figure(f"generative {name}", row["median_ms"], 1, row["median_ms_rounds"]),
+            ort_figure(f"generative {name}", row["median_ms_rounds"], 1),
         ]
     return out
 

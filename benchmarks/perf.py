@@ -413,9 +413,7 @@ def inference_figures(inference_results: dict) -> list[Figure]:
     figures = []
     for name, inf in inference_results.items():
         rounds = inf["median_ms_rounds"]
-        figures += [
-            ort_figure(f"inference {name}", ms, int(batch), rounds[batch]) for batch, ms in inf["median_ms"].items()
-        ]
+        figures += [ort_figure(f"inference {name}", blocks, int(batch)) for batch, blocks in rounds.items()]
         one = inf["median_ms"][1]
         figures += [
             Figure(f"inference {name}: batch-1 latency, ONNX int8 vs float32", one["onnxruntime_int8"], "ms",

@@ -400,7 +400,7 @@ def latency_figures(lat: dict) -> list[Figure]:
     out = []
     for batch, ms in lat["median_ms"].items():
         out += [
-            ort_figure(f"latency {EXPERIMENT}", ms, batch, lat["median_ms_rounds"][batch]),
+            ort_figure(f"latency {EXPERIMENT}", lat["median_ms_rounds"][batch], batch),
             Figure(
                 f"latency {EXPERIMENT}: batch-{batch} latency, Keras predict_on_batch vs SavedModel",
                 ms["keras_predict_on_batch"],
@@ -467,7 +467,7 @@ def segmentation_figures(seg: dict) -> list[Figure]:
         Figure(f"{name}: test Dice", metrics["dice"], "Dice"),
         Figure(f"{name}: training crops/s, whole epochs", seg["crops_per_s"], "crops/s"),
         Figure(f"{name}: export parity, max abs diff", seg["parity_max_abs_diff"], "abs", target="<= 1e-05"),
-        ort_figure(name, seg["batch1_median_ms"], 1, rounds),
+        ort_figure(name, rounds, 1),
         *(
             Figure(
                 f"{name}: {runtime} batch-1 conv rate (conv MACs ÷ call time) vs a TensorFlow matmul's",

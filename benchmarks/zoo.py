@@ -78,7 +78,7 @@ def figures(rows: list[dict]) -> list[Figure]:
         name, metric = row["experiment"], row["metric"]
         out += [
             Figure(f"zoo {name}: export parity, max abs diff", row["parity_max_abs_diff"], "abs", target="<= 1e-05"),
-            ort_figure(f"zoo {name}", row["median_ms_b1"], 1, row["median_ms_b1_rounds"]),
+            ort_figure(f"zoo {name}", row["median_ms_b1_rounds"], 1),
             Figure(f"zoo {name}: {metric} ({' '.join(row['overrides'])})", row["quality"], metric.split()[-1]),
         ]  # fmt: skip
         if baseline and name.startswith("imdb_") and row is not baseline:

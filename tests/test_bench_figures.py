@@ -197,7 +197,7 @@ def test_a_slow_block_does_not_move_the_latency_figure():
     rounds = {"saved_model": [2.0, 2.1, 6.0, 1.9, 2.0], "onnxruntime": [0.8, 2.2, 0.8, 0.7, 0.9]}
     ms = block_medians(rounds)
     assert ms == {"saved_model": 2.0, "onnxruntime": 0.8}
-    figure = ort_figure("zoo imdb_transformer", ms, 1, rounds)
+    figure = ort_figure("zoo imdb_transformer", rounds, 1)
     assert figure.name == "zoo imdb_transformer: batch-1 latency, ONNX Runtime vs SavedModel"
     assert (figure.ratio, figure.met, figure.runs) == (0.4, True, 5)
     assert (figure.value_range, figure.baseline_range) == ((0.7, 2.2), (1.9, 6.0))
