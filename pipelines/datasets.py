@@ -1,8 +1,8 @@
-"""The batched datasets training consumes: cache → repeat → shuffle(seeded) → batch → augment → prefetch.
+"""The batched datasets training consumes: cache → gather(seeded permutation) → augment → prefetch.
 
-The training stream is a pure function of (seed, epoch, step): epoch e is shuffled with its own
-seed and batch g is augmented with seed (seed, g). A run resumed at any epoch and step therefore
-sees exactly the batches an uninterrupted run would have seen.
+The training stream is a pure function of (seed, epoch, step): epoch e takes the cached training split in an order
+of its own seed, batch g of it gathered from memory whole, and batch g is augmented with seed (seed, g). A run
+resumed at any epoch and step therefore sees exactly the batches an uninterrupted run would have seen.
 
 Under file sharding (`shard`, a `tf.distribute.InputContext`) each worker streams per-replica batches of its own
 share of the training files, for `tf.distribute.Strategy.distribute_datasets_from_function`.
@@ -11,6 +11,7 @@ share of the training files, for `tf.distribute.Strategy.distribute_datasets_fro
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import keras
 import numpy as np
@@ -21,6 +22,8 @@ from kerasline.pipelines.sources import Shard, Splits
 
 # `augment(x, y, seed)` of a training batch: the task's (segmentation moves the mask with the image).
 PairAugment = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+ORDER_STREAM = 0x6F72  # "or": folded into (seed, epoch), so an epoch's order draws apart from the augmentation's seeds
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,15 @@ class Datasets:
     shard: Shard | None = None  # file sharding: train_examples are this worker's share
     class_weights: tuple[float, ...] = ()  # training.class_weight: each training batch carries weights [B]
 
+    @cached_property
+    def train_arrays(self) -> tuple:
+        """The training split whole (under file sharding this worker's share), as train_examples' structure of
+        tensors [N, ...] in host memory."""
+        # Per batch, one gather from these costs less than shuffle() and batch() spend on each example: digits_lenet's
+        # augmented stream took 0.74 instead of 0.90 ms of CPU a batch of 128 (TF 2.21, 2026-12-07).
+        with tf.device("/cpu:0"):
+            return self.train_examples.batch(2**31 - 1).get_single_element()
+
     def train(self, first_epoch: int = 0, last_epoch: int | None = None, skip_steps: int = 0) -> tf.data.Dataset:
         """Epochs [first_epoch, last_epoch) back to back, starting `skip_steps` batches into the first."""
         cfg, shard = self.cfg, self.shard
@@ -53,21 +65,31 @@ class Datasets:
         batches_per_epoch = self.steps_per_epoch * local_replicas
         batch_size = shard.get_per_replica_batch_size(cfg.data.batch_size) if shard else cfg.data.batch_size
 
-        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-            examples = self.train_examples.repeat(cfg.data.repeat).shuffle(
-                cfg.data.shuffle_buffer, seed=cfg.seed * 1_000_003 + epoch, reshuffle_each_iteration=False
-            )
-            if shard is None:
-                return examples.batch(batch_size)
-            return examples.repeat().batch(batch_size).take(batches_per_epoch)
+        run_seed = tf.constant(cfg.seed, tf.int64)
+        examples = self.train_arrays
+        count = int(tf.nest.flatten(examples)[0].shape[0])
+        repeated = count * cfg.data.repeat  # an epoch's order: each example data.repeat times
+        # An epoch ends with a short batch alone; under file sharding it is whole batches, the order wrapped round.
+        positions = repeated if shard is None else batches_per_epoch * batch_size
 
-        batches = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_batches)
-        seeds = tf.data.Dataset.range(first_epoch * batches_per_epoch, last_epoch * batches_per_epoch).map(
-            lambda g: tf.stack([tf.constant(cfg.seed, tf.int64), g * workers + worker])  # unique across workers
-        )
         augment = self.augment
-        stream = tf.data.Dataset.zip(batches, seeds).skip(skip_steps * local_replicas)
-        stream = stream.map(lambda batch, seed: augment(*batch, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        first_step = first_epoch * batches_per_epoch + skip_steps * local_replicas
+
+        def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+            seed = tf.random.experimental.stateless_fold_in(tf.stack([run_seed, epoch]), ORDER_STREAM)
+            order = tf.random.experimental.stateless_shuffle(tf.range(repeated, dtype=tf.int64), seed) % count
+
+            def batch(step: tf.Tensor) -> tuple:
+                taken = tf.range(step * batch_size, tf.minimum((step + 1) * batch_size, positions))
+                index = tf.gather(order, taken % repeated)
+                x, y = tf.nest.map_structure(lambda column: tf.gather(column, index), examples)
+                g = epoch * batches_per_epoch + step  # unique across workers, below
+                return augment(x, y, tf.stack([run_seed, g * workers + worker]))
+
+            steps = tf.data.Dataset.range(tf.maximum(first_step - epoch * batches_per_epoch, 0), batches_per_epoch)
+            return steps.map(batch, num_parallel_calls=tf.data.AUTOTUNE)
+
+        stream = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(epoch_batches)
         if self.class_weights:
             weights = tf.constant(self.class_weights, tf.float32)
             stream = stream.map(lambda x, y: (x, y, example_weights(weights, y)))

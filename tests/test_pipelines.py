@@ -62,6 +62,21 @@ def test_same_seed_same_stream_and_epochs_differ(tiny_cfg):
     assert not np.array_equal(epoch1[0], epoch2[0])
 
 
+def test_an_epoch_takes_every_example_repeat_times_in_an_order_of_its_own(tiny_cfg):
+    """Labels stand in for examples: each epoch's labels are the training split's, data.repeat times over, in
+    batches of data.batch_size and a short last one; two epochs differ in order, not in content."""
+    data_cfg = tiny_cfg.data.model_copy(update={"repeat": 3})
+    cfg = tiny_cfg.model_copy(update={"deterministic": True, "data": data_cfg})
+    data = build_inputs(cfg)
+    split = np.sort(np.concatenate([y for _, y in data.train_examples.batch(4096).as_numpy_iterator()]))
+    epochs = [[y for _, y in data.train(e, e + 1).as_numpy_iterator()] for e in (0, 1)]
+    for batches in epochs:
+        assert len(batches) == data.steps_per_epoch
+        assert {len(b) for b in batches[:-1]} == {cfg.data.batch_size} and 0 < len(batches[-1]) <= cfg.data.batch_size
+        np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.sort(np.tile(split, 3)))
+    assert not np.array_equal(np.concatenate(epochs[0]), np.concatenate(epochs[1]))
+
+
 def test_stream_resumes_at_any_epoch_and_step(tiny_cfg):
     """Epochs 1-2 started fresh equal the same batches cut out of the full stream: what resume relies on."""
     three_epochs = tiny_cfg.training.model_copy(update={"epochs": 3})

@@ -156,7 +156,6 @@ class DataConfig(Section):
         description="an epoch sees each training example this many times, augmented (cropped) anew each time: "
         "more steps an epoch from a few large images",
     )
-    shuffle_buffer: int = Field(10_000, ge=1, le=10_000_000)
     on_error: Literal["raise", "skip"] = Field("raise", description="skip: drop bad records and report them")
     augment: AugmentConfig = AugmentConfig()
 
