@@ -12,6 +12,7 @@
     the SavedModel at batch 1 and 64, and an int8 ONNX variant (dynamic quantisation) with its test-accuracy change.
 """
 
+import functools
 import json
 import math
 import os
@@ -103,7 +104,7 @@ LEVERS = {
     "mnist_convnet: oneDNN off": {
         "lever_env": {"TF_ENABLE_ONEDNN_OPTS": "0"},
         "predicted": "slower: plain Eigen kernels instead of oneDNN's",
-        "kept": "oneDNN on (TensorFlow's default on x86)",
+        "kept": "oneDNN on (kerasline turns it on for every x86 CPU; TensorFlow only where it finds AVX512_VNNI)",
     },
     "mnist_convnet: 1 thread per pool": {
         "lever_env": {"KERASLINE_BENCH_THREADS": "1,1"},
@@ -149,8 +150,21 @@ PLANS = {
 PLANS["perf-quick"] = {**PLANS["quick"], "levers": ("mnist_convnet: jit_compile",)}
 
 
+@functools.cache
+def tensorflow_own_onednn() -> str:
+    """TF_ENABLE_ONEDNN_OPTS as TensorFlow picks it on this CPU when nothing sets it: "1" or "0", from a fresh process
+    that imports TensorFlow alone (kerasline sets it to 1 for every x86 CPU; a plain script does not)."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    probe = "import tensorflow; from tensorflow.python.util import _pywrap_util_port as p; print(int(p.IsMklEnabled()))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    return proc.stdout.split()[-1]
+
+
 def race_run(lane: str, experiment: str, epochs: int, overrides: list[str], env: dict | None = None) -> dict:
-    """One whole run in a fresh process (benchmarks/race.py); its JSON line."""
+    """One whole run in a fresh process (benchmarks/race.py); its JSON line. Plain Keras starts TensorFlow with its
+    own oneDNN choice for this CPU, as a plain script does."""
+    if lane == "keras":
+        env = {"TF_ENABLE_ONEDNN_OPTS": tensorflow_own_onednn(), **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.race", lane, experiment, str(epochs), *overrides],
         capture_output=True,
@@ -424,6 +438,20 @@ def inference_figures(inference_results: dict) -> list[Figure]:
     return figures
 
 
+def onednn_line(race_results: dict) -> str:
+    """Which TensorFlow kernels each TensorFlow lane ran, from the runs' own report (benchmarks/race.py)."""
+
+    def state(lane: str) -> str:
+        seen = {run.get("onednn") for r in race_results.values() for run in r["lanes"][lane]["runs"]}
+        return {True: "on", False: "off", None: "not recorded"}[seen.pop()] if len(seen) == 1 else "mixed"
+
+    return (
+        f"TensorFlow's oneDNN kernels: {state('ours')} in ours (kerasline turns them on for every x86 CPU), "
+        f"{state('keras')} in plain Keras (TensorFlow's own choice on this CPU: on where it finds AVX512_VNNI, BF16 "
+        "or AMX)."
+    )
+
+
 def results_markdown(sections: dict, figures: list[Figure], machine: dict, started: str, mode: str) -> str:
     """The performance part of benchmarks/RESULTS.md: the race with every lane's median and range, the levers with
     their verdicts, item 11's pipelines and item 12's inference, from this run's sections' details."""
@@ -476,6 +504,7 @@ def results_markdown(sections: dict, figures: list[Figure], machine: dict, start
         "Keras: `model.fit` on numpy arrays with the same model and optimiser, no augmentation, no callbacks.",
         "PyTorch runs with OMP_WAIT_POLICY=PASSIVE: with its OpenMP workers spinning (the default) its convnet step "
         "took 1.3 s instead of 79 ms while other work shared the cores, so passive waiting is its best case here.",
+        onednn_line(sections.get("race", {})),
         "",
     ]
     if sections.get("levers"):

@@ -9,7 +9,9 @@ arrays of the same splits (the same model and optimiser from `compile_model`; no
 validation every epoch, `model.evaluate` on test; `torch` is a plain eager PyTorch loop over the same splits with
 the same architecture, batch size, optimiser and schedule (benchmarks/torch_models.py).
 Each run gets its own process so no framework's thread pools or caches leak into another's timing.
-Levers that must act before TensorFlow starts (TF_ENABLE_ONEDNN_OPTS) come from the caller's environment.
+Levers that must act before TensorFlow starts (TF_ENABLE_ONEDNN_OPTS) come from the caller's environment: kerasline
+turns oneDNN on for every x86 CPU unless it is set, and perf.race_run gives the plain Keras lane TensorFlow's own
+choice for this CPU, as a plain script gets it. The JSON line says which kernels each TensorFlow lane ran.
 """
 
 import os
@@ -134,6 +136,13 @@ def set_threads(side: str) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
+def onednn_enabled() -> bool:
+    """Whether this process's TensorFlow runs its oneDNN kernels (what TensorFlow's own tests ask, TF 2.21)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def main(argv: list[str]) -> int:
     side, experiment, epochs, *overrides = argv
     set_threads(side)
@@ -141,6 +150,8 @@ def main(argv: list[str]) -> int:
         redirect = [f"runs_dir={Path(tmp) / 'runs'}", f"export.dir={Path(tmp) / 'exports'}"]
         cfg = load_experiment(experiment, [*redirect, f"training.epochs={epochs}", *overrides])
         result = {"ours": ours, "keras": keras_side, "torch": torch_side}[side](cfg)
+    if side != "torch":
+        result["onednn"] = onednn_enabled()
     print(json.dumps({"side": side, "experiment": experiment, "overrides": overrides, **result}))
     return 0
 
