@@ -155,8 +155,10 @@ def tensorflow_own_onednn() -> str:
     """TF_ENABLE_ONEDNN_OPTS as TensorFlow picks it on this CPU when nothing sets it: "1" or "0", from a fresh process
     that imports TensorFlow alone (kerasline sets it to 1 for every x86 CPU; a plain script does not)."""
     env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
-    probe = "import tensorflow; from tensorflow.python.util import _pywrap_util_port as p; print(int(p.IsMklEnabled()))"
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    # tensorflow first: importing the benchmarks package (and so kerasline) after it cannot change its choice
+    probe = "import tensorflow\nfrom benchmarks.race import onednn_enabled\nprint(int(onednn_enabled()))"
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     return proc.stdout.split()[-1]
 
 
