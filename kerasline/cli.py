@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             _import_tensorflow_quietly()
         args.command(cfg, args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
@@ -281,9 +281,15 @@ def _metrics_line(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
+def _one_line(text: str) -> str:
+    """An error echoes what the user typed; a control character in it (a stray '\\r' from a Windows shell
+    script) is escaped, so the error stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {_one_line(message)} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -108,6 +108,7 @@ def test_generated_experiment_files(tmp_path, pairs):
     )
 )
 @example(overrides=["0\r0="])  # found by hypothesis, 2026-12-07: a key with a carriage return in it
+@example(overrides=["-\r"])  # found by hypothesis, 2026-12-08: an unknown argument, echoed by argparse
 def test_generated_overrides(overrides):
     assert_validates_or_one_line(*run(["config", "mnist_cnn", *overrides]))
 
